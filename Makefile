@@ -1,0 +1,26 @@
+# Two commands on a fresh machine (each does its own set-up):
+#   make quickstart   run the main job: a whole RLHF round on the embedded defaults
+#   make test         run the test suite
+.PHONY: quickstart test test-fast bootstrap system-deps lint
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+bootstrap:
+	@scripts/bootstrap.sh
+
+# Debian packages the labeling service and browser tests use (skipped when present).
+system-deps:
+	@scripts/system-deps.sh
+
+quickstart: bootstrap system-deps
+	$(VENV)/bin/rlhf pipeline configs/quickstart.yaml
+
+test: bootstrap system-deps
+	$(PY) -m pytest -q
+
+test-fast: bootstrap
+	$(PY) -m pytest -q -m "not slow"
+
+lint: bootstrap
+	$(VENV)/bin/ruff check rlhf tests

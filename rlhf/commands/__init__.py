@@ -1,0 +1,1 @@
+"""Utility subcommands of the ``rlhf`` CLI (config, lineage, models, train dispatch)."""

@@ -1,0 +1,1 @@
+"""Small shared utilities (callable specs, seeding, device environment)."""

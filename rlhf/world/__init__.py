@@ -1,0 +1,41 @@
+"""Demo world: a synthetic customer-support domain with a gold rubric (see `rlhf.world.demo`)."""
+
+from rlhf.world.demo import (
+    AXES,
+    INTENTS,
+    POLICY_FACTS,
+    UNKNOWN_INTENT,
+    WEIGHTS,
+    DemoPrompt,
+    ParsedPrompt,
+    ResponseQuality,
+    detect_claims,
+    generate_prompts,
+    generate_response,
+    gold_rubric,
+    intent_of,
+    parse_prompt,
+    rubric_breakdown,
+    sft_corpus,
+    to_chat,
+)
+
+__all__ = [
+    "AXES",
+    "INTENTS",
+    "POLICY_FACTS",
+    "UNKNOWN_INTENT",
+    "WEIGHTS",
+    "DemoPrompt",
+    "ParsedPrompt",
+    "ResponseQuality",
+    "detect_claims",
+    "generate_prompts",
+    "generate_response",
+    "gold_rubric",
+    "intent_of",
+    "parse_prompt",
+    "rubric_breakdown",
+    "sft_corpus",
+    "to_chat",
+]
