@@ -1,0 +1,300 @@
+"""Losses of PPO and its critic-free variants, and how token losses are reduced to a scalar.
+
+* :func:`policy_loss`: the clipped surrogate of PPO (Schulman et al. 2017, arXiv:1707.06347, eq. 7)
+  ``L_t = max(-A_t * rho_t, -A_t * clip(rho_t, 1 - clip_low, 1 + clip_high))`` with
+  ``rho_t = exp(logp_t - old_logp_t)``. ``clip_high > clip_low`` is DAPO's clip-higher (Yu et al. 2025,
+  arXiv:2503.14476). ``dual_clip = c`` (> 1) also bounds the loss of negative-advantage tokens by
+  ``c * |A_t|`` (Ye et al. 2020, "Mastering Complex Control in MOBA Games with Deep RL", arXiv:1912.09729).
+* :func:`value_loss`: ``0.5 * max((V - R)^2, (V_clip - R)^2)`` with ``V_clip = V_old + clip(V - V_old, +-c)``
+  (the clipped value loss of OpenAI baselines' PPO2 and of ``lm-human-preferences``, Ziegler et al. 2019).
+* :func:`kl_loss`: a KL estimator from :mod:`rlhf.rl.kl` aggregated as a loss (GRPO, Shao et al. 2024).
+* :func:`entropy_from_logits`: per-token entropy, computed in row chunks so no full-size softmax
+  copy of ``[B, T, V]`` is made at once.
+
+Aggregation (:func:`aggregate`) reduces a ``[B, T]`` loss matrix to a scalar. ``token_mean`` divides the
+masked sum by a token count; when the batch is split over data-parallel ranks or gradient-accumulation
+micro-batches, pass the number of valid tokens of the WHOLE optimiser batch as ``global_token_count`` and
+SUM the shard losses (no further averaging): the summed loss and its gradient then equal those of the
+unsplit batch, however the tokens fall into shards. ``global_seq_count`` does the same for the two
+sequence-level modes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+
+from rlhf.rl.kl import KLKind, kl_estimate
+from rlhf.rl.masking import check_token_shapes, masked_mean, masked_sum
+
+__all__ = [
+    "AggregationMode",
+    "PolicyLossStats",
+    "ValueLossStats",
+    "aggregate",
+    "critic_warmup_active",
+    "entropy_from_logits",
+    "kl_loss",
+    "policy_loss",
+    "value_loss",
+]
+
+AggregationMode = Literal["token_mean", "seq_mean_token_sum", "seq_mean_token_mean"]
+
+# exp(20) ~ 4.9e8: a ratio beyond this is clipped anyway unless the advantage sign lets it through.
+_LOG_RATIO_CLAMP = 20.0
+
+
+def _check_global_count(name: str, value: int, local: int) -> None:
+    if value <= 0:
+        raise ValueError(f"{name} must be > 0, got {value}")
+    if value < local:
+        raise ValueError(
+            f"{name}={value} is smaller than this shard's own count {local}; pass the count over the "
+            f"whole optimiser batch (all ranks and micro-batches), not a per-shard count"
+        )
+
+
+def aggregate(
+    loss_mat: torch.Tensor,
+    mask: torch.Tensor,
+    mode: AggregationMode = "token_mean",
+    global_token_count: int | None = None,
+    global_seq_count: int | None = None,
+) -> torch.Tensor:
+    """Reduce a token loss matrix to a scalar.
+
+    * ``token_mean``: ``sum(L * mask) / N`` with ``N = global_token_count`` or this batch's valid tokens.
+    * ``seq_mean_token_sum``: ``sum_i (sum_t L_it * mask_it) / S``.
+    * ``seq_mean_token_mean``: ``sum_i mean_t(L_it | mask_it) / S``.
+
+    ``S`` is ``global_seq_count`` or the number of rows with at least one valid token (rows masked out
+    entirely, e.g. by truncation masking, do not dilute the mean). The global counts make the SUM of
+    shard losses equal the full-batch loss; they must be >= the shard's own count (checking that reads
+    the local count from the device once).
+    Shapes: ``loss_mat``, ``mask`` ``[B, T]`` -> scalar. An empty mask gives 0 (with zero gradient).
+    Source: verl ``agg_loss`` modes; token-level normalisation as in DAPO (Yu et al. 2025, sec. 3.3).
+    """
+    check_token_shapes(mask, loss_mat=loss_mat)
+    fmask = mask.to(loss_mat.dtype)
+    if mode == "token_mean":
+        if global_seq_count is not None:
+            raise ValueError("global_seq_count applies to the seq_mean_* modes; use global_token_count")
+        total = masked_sum(loss_mat, fmask)
+        if global_token_count is None:
+            return total / fmask.sum().clamp(min=1)
+        _check_global_count("global_token_count", global_token_count, int(fmask.sum().item()))
+        return total / global_token_count
+    if mode not in ("seq_mean_token_sum", "seq_mean_token_mean"):
+        raise ValueError(
+            f"unknown aggregation {mode!r}; use 'token_mean', 'seq_mean_token_sum' or 'seq_mean_token_mean'"
+        )
+    if global_token_count is not None:
+        raise ValueError(f"global_token_count applies to token_mean only; for {mode} use global_seq_count")
+    if mode == "seq_mean_token_sum":
+        per_seq = masked_sum(loss_mat, fmask, dim=1)
+    else:
+        per_seq = masked_mean(loss_mat, fmask, dim=1)
+    n_seq = (fmask.sum(dim=1) > 0).sum()
+    if global_seq_count is None:
+        return per_seq.sum() / n_seq.clamp(min=1)
+    _check_global_count("global_seq_count", global_seq_count, int(n_seq.item()))
+    return per_seq.sum() / global_seq_count
+
+
+@dataclass(frozen=True)
+class PolicyLossStats:
+    """Diagnostics of one :func:`policy_loss` call, as detached 0-dim tensors (no device sync).
+
+    ``clip_fraction``: valid tokens where the ratio clip is active (their gradient is 0);
+    ``dual_clip_fraction``: valid tokens where the dual-clip bound is active;
+    ``approx_kl``: mean of ``(rho - 1) - log rho``, Schulman's k3 estimate of KL(old || new), >= 0;
+    ``ratio_mean`` / ``ratio_max``: of ``rho`` over valid tokens.
+    """
+
+    clip_fraction: torch.Tensor
+    dual_clip_fraction: torch.Tensor
+    approx_kl: torch.Tensor
+    ratio_mean: torch.Tensor
+    ratio_max: torch.Tensor
+
+    def to_dict(self) -> dict[str, float]:
+        """Plain floats for logging (this syncs with the device)."""
+        return {name: float(getattr(self, name).item()) for name in self.__dataclass_fields__}
+
+
+def _check_clip(clip_low: float, clip_high: float, dual_clip: float | None) -> None:
+    if not 0.0 <= clip_low < 1.0:
+        raise ValueError(f"clip_low must be in [0, 1) so that 1 - clip_low > 0, got {clip_low}")
+    if clip_high < 0.0:
+        raise ValueError(f"clip_high must be >= 0, got {clip_high}")
+    if dual_clip is not None and dual_clip <= 1.0:
+        raise ValueError(f"dual_clip must be > 1 (Ye et al. 2020 use 3.0) or None to disable, got {dual_clip}")
+
+
+def policy_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    dual_clip: float | None = None,
+    aggregation: AggregationMode = "token_mean",
+    global_token_count: int | None = None,
+    global_seq_count: int | None = None,
+) -> tuple[torch.Tensor, PolicyLossStats]:
+    """PPO clipped surrogate loss (to minimise), with optional clip-higher and dual-clip.
+
+    Per token: ``L = max(-A * rho, -A * clip(rho, 1 - clip_low, 1 + clip_high))``; with ``dual_clip = c``,
+    tokens with ``A < 0`` use ``min(L, -A * c)``. The log-ratio is clamped to +-20 before ``exp``.
+    Shapes: ``logp`` (current policy, with grad), ``old_logp`` (behaviour policy), ``advantages``, ``mask``:
+    all ``[B, T]``. Returns ``(loss, stats)``; the loss is aggregated with :func:`aggregate`.
+    Sources: Schulman et al. 2017 eq. 7; Yu et al. 2025 (DAPO) clip-higher; Ye et al. 2020 dual-clip.
+    """
+    check_token_shapes(mask, logp=logp, old_logp=old_logp, advantages=advantages)
+    _check_clip(clip_low, clip_high, dual_clip)
+    dtype = torch.promote_types(logp.dtype, torch.float32)
+    adv = advantages.detach().to(dtype)
+    log_ratio = (logp.to(dtype) - old_logp.detach().to(dtype)).clamp(-_LOG_RATIO_CLAMP, _LOG_RATIO_CLAMP)
+    ratio = torch.exp(log_ratio)
+    unclipped = -adv * ratio
+    clipped = -adv * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
+    loss_mat = torch.maximum(unclipped, clipped)
+    dual_active = torch.zeros_like(adv, dtype=torch.bool)
+    if dual_clip is not None:
+        bound = -adv * dual_clip
+        dual_active = (adv < 0) & (loss_mat > bound)
+        loss_mat = torch.where(dual_active, bound, loss_mat)
+    loss = aggregate(loss_mat, mask, aggregation, global_token_count, global_seq_count)
+
+    with torch.no_grad():
+        fmask = mask.to(dtype)
+        stats = PolicyLossStats(
+            clip_fraction=masked_mean((clipped > unclipped).to(dtype), fmask),
+            dual_clip_fraction=masked_mean(dual_active.to(dtype), fmask),
+            approx_kl=masked_mean(ratio - 1.0 - log_ratio, fmask),
+            ratio_mean=masked_mean(ratio, fmask),
+            ratio_max=torch.where(mask.to(torch.bool), ratio, torch.zeros_like(ratio)).max(),  # ratio > 0
+        )
+    return loss, stats
+
+
+@dataclass(frozen=True)
+class ValueLossStats:
+    """Diagnostics of one :func:`value_loss` call, as detached 0-dim tensors.
+
+    ``clip_fraction``: valid tokens where the clipped value error is the larger one (gradient 0);
+    ``value_error``: mean unclipped squared error ``(V - R)^2`` over valid tokens.
+    """
+
+    clip_fraction: torch.Tensor
+    value_error: torch.Tensor
+
+    def to_dict(self) -> dict[str, float]:
+        """Plain floats for logging (this syncs with the device)."""
+        return {name: float(getattr(self, name).item()) for name in self.__dataclass_fields__}
+
+
+def value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    clip: float | None = None,
+    aggregation: AggregationMode = "token_mean",
+    global_token_count: int | None = None,
+    global_seq_count: int | None = None,
+) -> tuple[torch.Tensor, ValueLossStats]:
+    """Critic regression loss ``0.5 * (V - R)^2``, optionally clipped around the rollout-time values.
+
+    With ``clip = c``: ``0.5 * max((V - R)^2, (V_old + clip(V - V_old, -c, c) - R)^2)``: the critic
+    cannot reduce its loss by moving more than ``c`` from ``V_old`` in one rollout batch.
+    Shapes: ``values`` (current critic, with grad), ``old_values`` (critic at rollout time), ``returns``
+    (GAE targets), ``mask``: all ``[B, T]``. Returns ``(loss, stats)``.
+    Source: OpenAI baselines PPO2 value clipping; Ziegler et al. 2019 (``lm-human-preferences``).
+    """
+    check_token_shapes(mask, values=values, old_values=old_values, returns=returns)
+    if clip is not None and clip <= 0:
+        raise ValueError(f"value clip must be > 0 or None to disable, got {clip}")
+    dtype = torch.promote_types(values.dtype, torch.float32)
+    v = values.to(dtype)
+    target = returns.detach().to(dtype)
+    err = (v - target).square()
+    if clip is None:
+        loss_mat = err
+        clipped_more = torch.zeros_like(err, dtype=torch.bool)
+    else:
+        v_old = old_values.detach().to(dtype)
+        err_clipped = (v_old + (v - v_old).clamp(-clip, clip) - target).square()
+        loss_mat = torch.maximum(err, err_clipped)
+        clipped_more = err_clipped > err
+    loss = 0.5 * aggregate(loss_mat, mask, aggregation, global_token_count, global_seq_count)
+    with torch.no_grad():
+        fmask = mask.to(dtype)
+        stats = ValueLossStats(
+            clip_fraction=masked_mean(clipped_more.to(dtype), fmask),
+            value_error=masked_mean(err, fmask),
+        )
+    return loss, stats
+
+
+def kl_loss(
+    logp: torch.Tensor,
+    ref_logp: torch.Tensor,
+    mask: torch.Tensor,
+    kind: KLKind = "k3",
+    aggregation: AggregationMode = "token_mean",
+    global_token_count: int | None = None,
+    global_seq_count: int | None = None,
+) -> torch.Tensor:
+    """KL-to-reference penalty as a loss term (KL-in-loss, GRPO style; the trainer multiplies by beta).
+
+    Shapes: ``logp`` (current policy, with grad), ``ref_logp``, ``mask``: ``[B, T]`` -> scalar.
+    GRPO uses ``k3`` (Shao et al. 2024 eq. 4); see :mod:`rlhf.rl.kl` for what each estimator's gradient
+    optimises.
+    """
+    check_token_shapes(mask, logp=logp, ref_logp=ref_logp)
+    kl = kl_estimate(logp, ref_logp.detach(), kind)
+    return aggregate(kl, mask, aggregation, global_token_count, global_seq_count)
+
+
+def entropy_from_logits(logits: torch.Tensor, mask: torch.Tensor, chunk_size: int = 512) -> torch.Tensor:
+    """Per-token entropy ``H = logsumexp(z) - sum_v softmax(z)_v * z_v`` of the policy's distribution.
+
+    Only valid positions are computed, ``chunk_size`` rows at a time in at least fp32, so the extra memory is
+    about ``chunk_size * V`` floats per chunk rather than a full softmax copy of the logits (with grad,
+    autograd keeps each chunk's softmax for the backward pass).
+    Shapes: ``logits`` ``[B, T, V]``, ``mask`` ``[B, T]`` -> ``[B, T]`` (fp32 or wider), zero where masked.
+    Aggregate with :func:`aggregate` for an entropy bonus or an ``train/entropy`` metric.
+    """
+    if logits.dim() != 3 or logits.shape[:2] != mask.shape:
+        raise ValueError(
+            f"logits must be [B, T, V] matching mask [B, T], got {tuple(logits.shape)} and {tuple(mask.shape)}"
+        )
+    if chunk_size <= 0:
+        raise ValueError(f"chunk_size must be > 0, got {chunk_size}")
+    dtype = torch.promote_types(logits.dtype, torch.float32)
+    flat = logits.reshape(-1, logits.shape[-1])
+    rows = mask.reshape(-1).to(torch.bool).nonzero().flatten()
+    pieces = []
+    for start in range(0, rows.numel(), chunk_size):
+        z = flat.index_select(0, rows[start : start + chunk_size]).to(dtype)
+        lse = torch.logsumexp(z, dim=-1)
+        probs = torch.exp(z - lse.unsqueeze(-1))
+        # Logits of -inf (banned tokens) have probability 0; keep 0 * -inf from turning into NaN.
+        z_finite = torch.where(torch.isneginf(z), torch.zeros_like(z), z)
+        pieces.append(lse - (probs * z_finite).sum(dim=-1))
+    out = torch.zeros(flat.shape[0], dtype=dtype, device=logits.device)
+    if pieces:
+        out = out.index_put((rows,), torch.cat(pieces))
+    return out.reshape(mask.shape)
+
+
+def critic_warmup_active(step: int, warmup_steps: int) -> bool:
+    """True while ``step < warmup_steps``: only the critic trains, the policy is left unchanged."""
+    if warmup_steps < 0:
+        raise ValueError(f"critic warm-up steps must be >= 0, got {warmup_steps}")
+    return step < warmup_steps

@@ -1,0 +1,316 @@
+"""Policy/value/entropy losses at hand values, their gradients, and sharded-aggregation invariance."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from rlhf.rl.losses import (
+    AggregationMode,
+    aggregate,
+    critic_warmup_active,
+    entropy_from_logits,
+    policy_loss,
+    value_loss,
+)
+
+
+def _logp_for_ratio(ratios: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(logp with grad, old_logp) such that exp(logp - old_logp) equals ``ratios`` on one row."""
+    old = torch.full((1, len(ratios)), -1.0, dtype=torch.float64)
+    logp = (old + torch.log(torch.tensor([ratios], dtype=torch.float64))).requires_grad_(True)
+    return logp, old
+
+
+def _per_token_loss_and_grad(
+    ratio: float, adv: float, clip_low: float = 0.2, clip_high: float = 0.2, dual_clip: float | None = None
+) -> tuple[float, float]:
+    logp, old = _logp_for_ratio([ratio])
+    advantages = torch.tensor([[adv]], dtype=torch.float64)
+    loss, _ = policy_loss(logp, old, advantages, torch.ones(1, 1), clip_low, clip_high, dual_clip)
+    loss.backward()
+    assert logp.grad is not None
+    return loss.item(), logp.grad.item()
+
+
+# ---- aggregation ------------------------------------------------------------------------------------
+
+
+def test_aggregation_modes_hand_values() -> None:
+    loss_mat = torch.tensor([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]])
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    assert aggregate(loss_mat, mask, "token_mean").item() == pytest.approx(18 / 5)
+    assert aggregate(loss_mat, mask, "seq_mean_token_sum").item() == pytest.approx((3 + 15) / 2)
+    assert aggregate(loss_mat, mask, "seq_mean_token_mean").item() == pytest.approx((1.5 + 5.0) / 2)
+    # A row masked out entirely does not dilute the sequence means.
+    mask_row_out = torch.tensor([[0, 0, 0], [1, 1, 1]])
+    assert aggregate(loss_mat, mask_row_out, "seq_mean_token_sum").item() == pytest.approx(15.0)
+    assert aggregate(loss_mat, mask_row_out, "seq_mean_token_mean").item() == pytest.approx(5.0)
+    assert aggregate(loss_mat, torch.zeros(2, 3), "token_mean").item() == 0.0
+
+
+def test_aggregation_rejects_bad_counts() -> None:
+    loss_mat, mask = torch.ones(2, 3), torch.ones(2, 3)
+    with pytest.raises(ValueError, match="smaller than this shard's own count 6"):
+        aggregate(loss_mat, mask, "token_mean", global_token_count=4)
+    with pytest.raises(ValueError, match="token_mean only"):
+        aggregate(loss_mat, mask, "seq_mean_token_mean", global_token_count=6)
+    with pytest.raises(ValueError, match="global_seq_count applies"):
+        aggregate(loss_mat, mask, "token_mean", global_seq_count=2)
+    with pytest.raises(ValueError, match="unknown aggregation"):
+        aggregate(loss_mat, mask, "sum")  # type: ignore[arg-type]
+
+
+def _ragged_batch(seed: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    batch, seq = 8, 7
+    lengths = [7, 1, 4, 6, 2, 7, 3, 5]
+    mask = torch.tensor([[1] * n + [0] * (seq - n) for n in lengths], dtype=torch.float64)
+    logp = -torch.rand(batch, seq, generator=gen, dtype=torch.float64) * 3
+    old = logp + 0.3 * torch.randn(batch, seq, generator=gen, dtype=torch.float64)  # some ratios clip
+    adv = torch.randn(batch, seq, generator=gen, dtype=torch.float64)
+    old[0, 0], adv[0, 0] = logp[0, 0] - 1.5, -1.0  # ratio e^1.5 > 3 with A < 0: dual-clip engages
+    return logp, old, adv, mask
+
+
+@pytest.mark.parametrize("n_shards", [2, 4])
+def test_token_mean_sharding_and_grad_accumulation_equal_full_batch(n_shards: int) -> None:
+    logp, old, adv, mask = _ragged_batch(seed=4)
+    clips = (0.2, 0.28, 3.0)  # clip_low, clip_high (clip-higher), dual_clip
+
+    full_param = logp.clone().requires_grad_(True)
+    full_loss, stats = policy_loss(full_param, old, adv, mask, *clips)
+    full_loss.backward()
+    assert stats.clip_fraction.item() > 0 and stats.dual_clip_fraction.item() > 0  # clipped tokens included
+    # The unsharded token mean, by hand: masked sum of per-token losses over the count of valid tokens.
+    assert full_loss.item() == pytest.approx(
+        sum(_token_loss(logp, old, adv, i, t, *clips) for i in range(8) for t in range(7) if mask[i, t])
+        / mask.sum().item(),
+        rel=1e-12,
+    )
+
+    # Micro-batches of unequal token counts, each normalised by the GLOBAL count, summed by backward().
+    acc_param = logp.clone().requires_grad_(True)
+    n_tokens = int(mask.sum().item())
+    total = 0.0
+    for rows in torch.arange(8).chunk(n_shards):
+        shard_loss, _ = policy_loss(
+            acc_param[rows], old[rows], adv[rows], mask[rows], *clips, global_token_count=n_tokens
+        )
+        shard_loss.backward()
+        total += shard_loss.item()
+    assert total == pytest.approx(full_loss.item(), rel=1e-12)
+    assert full_param.grad is not None and acc_param.grad is not None
+    assert torch.allclose(acc_param.grad, full_param.grad, rtol=1e-12, atol=1e-15)
+
+    # Without the global count, averaging per-shard means is NOT the token mean (shards differ in length).
+    naive = (
+        sum(
+            policy_loss(logp[rows], old[rows], adv[rows], mask[rows], *clips)[0].item()
+            for rows in torch.arange(8).chunk(n_shards)
+        )
+        / n_shards
+    )
+    assert naive != pytest.approx(full_loss.item(), rel=1e-6)
+
+
+def _token_loss(
+    logp: torch.Tensor,
+    old: torch.Tensor,
+    adv: torch.Tensor,
+    i: int,
+    t: int,
+    clip_low: float,
+    clip_high: float,
+    dual_clip: float,
+) -> float:
+    """One token's loss written out with Python floats."""
+    ratio = math.exp(logp[i, t].item() - old[i, t].item())
+    a = adv[i, t].item()
+    loss = max(-a * ratio, -a * min(max(ratio, 1 - clip_low), 1 + clip_high))
+    if a < 0:
+        loss = min(loss, -a * dual_clip)
+    return loss
+
+
+@pytest.mark.parametrize("mode", ["seq_mean_token_sum", "seq_mean_token_mean"])
+def test_seq_modes_shard_with_global_seq_count(mode: AggregationMode) -> None:
+    logp, old, adv, mask = _ragged_batch(seed=5)
+    full_param = logp.clone().requires_grad_(True)
+    full_loss, _ = policy_loss(full_param, old, adv, mask, aggregation=mode)
+    full_loss.backward()
+    acc_param = logp.clone().requires_grad_(True)
+    total = 0.0
+    for rows in torch.arange(8).chunk(4):
+        shard_loss, _ = policy_loss(
+            acc_param[rows],
+            old[rows],
+            adv[rows],
+            mask[rows],
+            aggregation=mode,
+            global_seq_count=8,
+        )
+        shard_loss.backward()
+        total += shard_loss.item()
+    assert total == pytest.approx(full_loss.item(), rel=1e-12)
+    assert acc_param.grad is not None and full_param.grad is not None
+    assert torch.allclose(acc_param.grad, full_param.grad, rtol=1e-12, atol=1e-15)
+
+
+# ---- policy loss ------------------------------------------------------------------------------------
+
+
+def test_ratio_one_gives_minus_mean_advantage() -> None:
+    logp = torch.tensor([[-1.0, -2.0, -0.5], [-0.3, -0.7, -9.0]], requires_grad=True)
+    adv = torch.tensor([[1.0, -2.0, 0.5], [3.0, 0.25, 100.0]])
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    loss, stats = policy_loss(logp, logp.detach().clone(), adv, mask)
+    assert loss.item() == pytest.approx(-(1.0 - 2.0 + 0.5 + 3.0 + 0.25) / 5, rel=1e-6)
+    loss.backward()
+    assert logp.grad is not None
+    # d(-A * ratio)/d logp = -A * ratio = -A at ratio 1, over 5 tokens; 0 on the masked token.
+    assert torch.allclose(logp.grad, torch.tensor([[-0.2, 0.4, -0.1], [-0.6, -0.05, 0.0]]), atol=1e-6)
+    assert stats.clip_fraction.item() == 0.0
+    assert stats.approx_kl.item() == pytest.approx(0.0, abs=1e-7)
+    assert stats.ratio_mean.item() == pytest.approx(1.0) and stats.ratio_max.item() == pytest.approx(1.0)
+
+
+def test_clipping_engages_at_1_3_for_positive_advantage() -> None:
+    loss, grad = _per_token_loss_and_grad(1.3, 1.0, clip_low=0.2, clip_high=0.2)
+    assert loss == pytest.approx(-1.2) and grad == 0.0
+    # Negative advantage at ratio 1.3: the unclipped term is the larger loss, gradient flows.
+    loss, grad = _per_token_loss_and_grad(1.3, -1.0, clip_low=0.2, clip_high=0.2)
+    assert loss == pytest.approx(1.3) and grad == pytest.approx(1.3)
+    # Ratio 0.7: negative advantage is clipped at 1 - 0.2, positive advantage is not.
+    loss, grad = _per_token_loss_and_grad(0.7, -1.0, clip_low=0.2, clip_high=0.2)
+    assert loss == pytest.approx(0.8) and grad == 0.0
+    loss, grad = _per_token_loss_and_grad(0.7, 1.0, clip_low=0.2, clip_high=0.2)
+    assert loss == pytest.approx(-0.7) and grad == pytest.approx(-0.7)
+    # Inside the range nothing is clipped.
+    loss, grad = _per_token_loss_and_grad(1.1, 2.0, clip_low=0.2, clip_high=0.2)
+    assert loss == pytest.approx(-2.2) and grad == pytest.approx(-2.2)
+
+
+def test_clip_higher_lets_ratio_rise_to_one_plus_clip_high() -> None:
+    loss, grad = _per_token_loss_and_grad(1.25, 1.0, clip_low=0.2, clip_high=0.28)
+    assert loss == pytest.approx(-1.25) and grad == pytest.approx(-1.25)
+    loss, grad = _per_token_loss_and_grad(1.3, 1.0, clip_low=0.2, clip_high=0.28)
+    assert loss == pytest.approx(-1.28) and grad == 0.0
+    # The low side is unchanged by clip_high.
+    loss, grad = _per_token_loss_and_grad(0.75, -1.0, clip_low=0.2, clip_high=0.28)
+    assert loss == pytest.approx(0.8) and grad == 0.0
+
+
+def test_dual_clip_bounds_negative_advantage_loss() -> None:
+    loss, grad = _per_token_loss_and_grad(5.0, -2.0, dual_clip=3.0)
+    assert loss == pytest.approx(3.0 * 2.0) and grad == 0.0
+    # Without dual-clip the same token's loss grows with the ratio.
+    loss, grad = _per_token_loss_and_grad(5.0, -2.0, dual_clip=None)
+    assert loss == pytest.approx(10.0) and grad == pytest.approx(10.0)
+    # Below the bound dual-clip changes nothing; positive advantages are never dual-clipped.
+    loss, grad = _per_token_loss_and_grad(2.0, -2.0, dual_clip=3.0)
+    assert loss == pytest.approx(4.0) and grad == pytest.approx(4.0)
+    loss, grad = _per_token_loss_and_grad(5.0, 2.0, dual_clip=3.0)
+    assert loss == pytest.approx(-2.4) and grad == 0.0
+
+
+def test_policy_loss_stats() -> None:
+    ratios = [1.0, 1.3, 0.7, 5.0, 1.1, 9.0]
+    advs = [1.0, 1.0, -1.0, -1.0, 1.0, 1.0]
+    logp, old = _logp_for_ratio(ratios)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 0]])
+    _, stats = policy_loss(logp, old, torch.tensor([advs], dtype=torch.float64), mask, dual_clip=3.0)
+    # Clipped: 1.3 (A>0), 0.7 (A<0); 5.0 with A<0 takes the unclipped branch, then dual-clip. 9.0 is masked.
+    assert stats.clip_fraction.item() == pytest.approx(2 / 5)
+    assert stats.dual_clip_fraction.item() == pytest.approx(1 / 5)
+    assert stats.ratio_mean.item() == pytest.approx((1.0 + 1.3 + 0.7 + 5.0 + 1.1) / 5)
+    assert stats.ratio_max.item() == pytest.approx(5.0)
+    expected_kl = sum(r - 1 - math.log(r) for r in ratios[:5]) / 5
+    assert stats.approx_kl.item() == pytest.approx(expected_kl)
+    assert set(stats.to_dict()) == {"clip_fraction", "dual_clip_fraction", "approx_kl", "ratio_mean", "ratio_max"}
+    # A micro-batch whose tokens are all masked (e.g. all truncated) gives loss 0 and zero stats, not NaN.
+    empty_loss, empty = policy_loss(logp, old, torch.ones(1, 6, dtype=torch.float64), torch.zeros(1, 6))
+    assert empty_loss.item() == 0.0 and all(v == 0.0 for v in empty.to_dict().values())
+
+
+def test_policy_loss_rejects_bad_settings() -> None:
+    x = torch.zeros(1, 2)
+    with pytest.raises(ValueError, match="dual_clip must be > 1"):
+        policy_loss(x, x, x, torch.ones(1, 2), dual_clip=0.5)
+    with pytest.raises(ValueError, match="clip_low"):
+        policy_loss(x, x, x, torch.ones(1, 2), clip_low=1.0)
+    with pytest.raises(ValueError, match="advantages has shape"):
+        policy_loss(x, x, torch.zeros(2, 2), torch.ones(1, 2))
+
+
+# ---- value loss -------------------------------------------------------------------------------------
+
+
+def test_value_loss_clipping() -> None:
+    old = torch.tensor([[1.0, 1.0, 1.0]])
+    returns = torch.tensor([[2.0, 2.0, 0.0]])
+    values = torch.tensor([[1.5, 1.1, 0.0]], requires_grad=True)
+    mask = torch.tensor([[1, 1, 0]])
+    loss, stats = value_loss(values, old, returns, mask, clip=0.2)
+    # Token 0: unclipped (1.5-2)^2 = 0.25, clipped (1.2-2)^2 = 0.64 -> 0.64 (no gradient).
+    # Token 1: inside the clip range, (1.1-2)^2 = 0.81.  Loss = 0.5 * (0.64 + 0.81) / 2.
+    assert loss.item() == pytest.approx(0.5 * (0.64 + 0.81) / 2, rel=1e-6)
+    loss.backward()
+    assert values.grad is not None
+    assert torch.allclose(values.grad, torch.tensor([[0.0, 0.5 * 2 * (1.1 - 2.0) / 2, 0.0]]), atol=1e-6)
+    assert stats.clip_fraction.item() == pytest.approx(0.5)
+    assert stats.value_error.item() == pytest.approx((0.25 + 0.81) / 2, rel=1e-6)
+
+    unclipped, stats = value_loss(values, old, returns, mask, clip=None)
+    assert unclipped.item() == pytest.approx(0.5 * (0.25 + 0.81) / 2, rel=1e-6)
+    assert stats.clip_fraction.item() == 0.0
+    with pytest.raises(ValueError, match="value clip"):
+        value_loss(values, old, returns, mask, clip=0.0)
+
+
+# ---- entropy ----------------------------------------------------------------------------------------
+
+
+def test_entropy_hand_values() -> None:
+    logits = torch.tensor(
+        [
+            [[0.0, 0.0, 0.0, 0.0], [0.0, math.log(3.0), -math.inf, -math.inf]],
+            [[50.0, 0.0, 0.0, 0.0], [7.0, 7.0, 7.0, 7.0]],
+        ]
+    )
+    mask = torch.tensor([[1, 1], [1, 0]])
+    ent = entropy_from_logits(logits, mask)
+    assert ent[0, 0].item() == pytest.approx(math.log(4.0), rel=1e-6)  # uniform over 4
+    # p = (1/4, 3/4, 0, 0): H = -(1/4 ln 1/4 + 3/4 ln 3/4); -inf logits contribute 0, not NaN.
+    assert ent[0, 1].item() == pytest.approx(-(0.25 * math.log(0.25) + 0.75 * math.log(0.75)), rel=1e-6)
+    assert ent[1, 0].item() == pytest.approx(0.0, abs=1e-12 + 3 * 50 * math.exp(-50))
+    assert ent[1, 1].item() == 0.0  # masked
+
+
+def test_entropy_chunking_and_gradient_match_direct_formula() -> None:
+    gen = torch.Generator().manual_seed(6)
+    logits = torch.randn(3, 5, 11, generator=gen, dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1], [1, 0, 0, 0, 0]])
+    chunked_in = logits.clone().requires_grad_(True)
+    chunked = entropy_from_logits(chunked_in, mask, chunk_size=2)
+    for i in range(3):
+        for t in range(5):
+            probs = [math.exp(z) for z in logits[i, t].tolist()]
+            total = sum(probs)
+            h = -sum(p / total * math.log(p / total) for p in probs)
+            assert chunked[i, t].item() == pytest.approx(h if mask[i, t] else 0.0, rel=1e-12, abs=1e-15)
+    chunked.sum().backward()
+    direct_in = logits.clone().requires_grad_(True)
+    p = torch.softmax(direct_in, dim=-1)
+    (-(p * torch.log_softmax(direct_in, dim=-1)).sum(-1) * mask).sum().backward()
+    assert chunked_in.grad is not None and direct_in.grad is not None
+    assert torch.allclose(chunked_in.grad, direct_in.grad, rtol=1e-10, atol=1e-14)
+
+
+def test_critic_warmup() -> None:
+    assert critic_warmup_active(0, 3) and critic_warmup_active(2, 3)
+    assert not critic_warmup_active(3, 3) and not critic_warmup_active(0, 0)
+    with pytest.raises(ValueError, match="warm-up"):
+        critic_warmup_active(0, -1)
