@@ -12,7 +12,7 @@ import argparse
 import importlib
 import os
 import sys
-from typing import Sequence
+from collections.abc import Sequence
 
 from rlhf.errors import USER_ERRORS
 
@@ -21,6 +21,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rlhf.commands.config_cmd",
     "rlhf.commands.lineage_cmd",
     "rlhf.commands.model_cmd",
+    "rlhf.stages.prepare",
     "rlhf.commands.train_cmd",
 )
 

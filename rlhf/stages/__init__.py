@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 
 STAGE_MODULES: tuple[str, ...] = (
+    "rlhf.stages.prepare",
     "rlhf.stages.sft",
 )
 
