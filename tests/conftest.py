@@ -18,3 +18,18 @@ os.environ.setdefault("RLHF_CACHE", str(REPO / ".cache" / "test-models"))
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
+
+# The SFT policy that stage tests start from: trained once per checkout (content-addressed, so a later
+# session with the same config and code finds it complete and skips training).
+SFT_TEST_OVERRIDES = ["data.demo_examples=3200", "train.epochs=2", "train.save_steps=1000", "sample.prompts=48"]
+
+
+@pytest.fixture(scope="session")
+def sft_policy() -> Path:
+    """Stage folder of a tiny SFT policy trained on the demo world (about 200 optimiser steps)."""
+    from rlhf.config import load_config
+    from rlhf.stages.sft import run_sft
+
+    root = REPO / ".cache" / "test-runs"
+    cfg = load_config(None, [f"run.root={root}", "run.name=test-policy", *SFT_TEST_OVERRIDES], expect_stage="sft")
+    return run_sft(cfg)

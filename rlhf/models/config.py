@@ -8,7 +8,7 @@ from pydantic import Field, model_validator
 
 from rlhf.config import StrictModel
 
-__all__ = ["LoraSettings", "ModelConfig", "TinyModelConfig", "TINY"]
+__all__ = ["TINY", "LoraSettings", "ModelConfig", "TinyModelConfig"]
 
 TINY = "tiny"
 
@@ -26,7 +26,7 @@ class TinyModelConfig(StrictModel):
     seed: int = Field(0, description="seed of the tokenizer corpus and the weight initialisation")
 
     @model_validator(mode="after")
-    def _heads_divide(self) -> "TinyModelConfig":
+    def _heads_divide(self) -> TinyModelConfig:
         if self.hidden_size % self.num_heads:
             raise ValueError(f"tiny.hidden_size ({self.hidden_size}) must be divisible by tiny.num_heads ({self.num_heads})")
         return self
@@ -52,7 +52,7 @@ class ModelConfig(StrictModel):
     lora: LoraSettings = Field(default_factory=LoraSettings, description="LoRA adapters")
 
     @model_validator(mode="after")
-    def _tiny_only_with_tiny(self) -> "ModelConfig":
+    def _tiny_only_with_tiny(self) -> ModelConfig:
         if self.name_or_path != TINY and "tiny" in self.model_fields_set:
             raise ValueError(f"model.tiny is set but model.name_or_path is '{self.name_or_path}', not 'tiny'; "
                              "remove model.tiny or set model.name_or_path=tiny")

@@ -27,6 +27,7 @@ from rlhf.config import RunConfig, StrictModel, register_stage_config
 from rlhf.errors import UserError
 from rlhf.models.config import ModelConfig
 from rlhf.stages.common import open_stage
+from rlhf.training import DeepSpeedSettings, deepspeed_dict, last_complete_checkpoint, save_model
 
 __all__ = ["SFTConfig", "add_parser", "run_sft"]
 
@@ -37,13 +38,6 @@ class SFTDataConfig(StrictModel):
     path: str | None = Field(None, description="JSONL with 'prompt' and 'completion' (text); omit for the demo world")
     demo_examples: int = Field(6000, ge=10, description="demo-world examples when no path is given")
     demo_good_fraction: float = Field(0.5, ge=0.0, le=1.0, description="per-axis chance of a good reply in the demo corpus")
-
-
-class DeepSpeedSettings(StrictModel):
-    """DeepSpeed ZeRO through the HF Trainer integration (off by default)."""
-
-    zero_stage: Literal[0, 1, 2, 3] | None = Field(None, description="ZeRO stage; omit to train without DeepSpeed")
-    offload_optimizer: bool = Field(False, description="offload optimizer states to CPU (ZeRO 2/3)")
 
 
 class SFTTrainConfig(StrictModel):
@@ -85,7 +79,7 @@ class SFTConfig(StrictModel):
     sample: SFTSampleConfig = Field(default_factory=SFTSampleConfig)
 
     @model_validator(mode="after")
-    def _check(self) -> "SFTConfig":
+    def _check(self) -> SFTConfig:
         if self.deepspeed.offload_optimizer and self.deepspeed.zero_stage not in (2, 3):
             raise ValueError("deepspeed.offload_optimizer needs deepspeed.zero_stage 2 or 3")
         if self.data.path is not None and "demo_examples" in self.data.model_fields_set:
@@ -136,39 +130,6 @@ def _to_dataset(rows: list[dict]):
          "completion": [{"role": "assistant", "content": r["completion"]}]}
         for r in rows
     ])
-
-
-def last_complete_checkpoint(folder: Path) -> Path | None:
-    """The newest ``checkpoint-N`` whose trainer state was written (a half-written one is removed)."""
-    if not folder.is_dir():
-        return None
-    found = sorted((p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
-                   key=lambda p: int(p.name.split("-")[-1]))
-    for candidate in reversed(found):
-        if (candidate / "trainer_state.json").is_file() and any(candidate.glob("*.safetensors")):
-            return candidate
-        shutil.rmtree(candidate, ignore_errors=True)
-    return None
-
-
-def deepspeed_dict(settings: DeepSpeedSettings) -> dict | None:
-    """The DeepSpeed config the HF Trainer integration takes ('auto' values filled by the Trainer)."""
-    if settings.zero_stage is None:
-        return None
-    from rlhf.utils.distributed import ensure_single_process_env
-
-    ensure_single_process_env()
-    zero: dict = {"stage": settings.zero_stage}
-    if settings.offload_optimizer:
-        zero["offload_optimizer"] = {"device": "cpu"}
-    return {
-        "train_micro_batch_size_per_gpu": "auto",
-        "gradient_accumulation_steps": "auto",
-        "gradient_clipping": "auto",
-        "zero_optimization": zero,
-        "zero_allow_untested_optimizer": True,
-        "bf16": {"enabled": "auto"},
-    }
 
 
 def run_sft(cfg: SFTConfig) -> Path:
@@ -244,13 +205,7 @@ def _train(cfg: SFTConfig, run: StageRun, corpus_path: Path, base: str, load_mod
     trained = trainer.model
     if cfg.model.lora.enabled:
         trained = trained.merge_and_unload()
-    staging = run.path(".model.partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    trained.save_pretrained(staging, safe_serialization=True)
-    tokenizer.save_pretrained(staging)
-    final = run.path("model")
-    shutil.rmtree(final, ignore_errors=True)
-    staging.rename(final)
+    final = save_model(trained, tokenizer, run.path("model"))
 
     metrics = {"train/global_step": trainer.state.global_step,
                "train/final_loss": _last_loss(trainer.state.log_history),

@@ -18,7 +18,7 @@ class JsonlMetricsCallback(TrainerCallback):
         self.path = Path(path)
         self.prefix = prefix
 
-    def on_log(self, args, state, control, logs=None, **kwargs):  # noqa: D102 (transformers hook)
+    def on_log(self, args, state, control, logs=None, **kwargs):
         if not logs or not state.is_world_process_zero:
             return
         row = {"step": state.global_step, "time": time.time()}
