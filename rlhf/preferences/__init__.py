@@ -1,0 +1,1 @@
+"""From human rankings to training pairs: votes, aggregation across annotators, and quality statistics."""
