@@ -1,0 +1,179 @@
+"""``rlhf generate``: K candidate replies per prompt from one or more policies, for annotation.
+
+Each policy samples through the shared :class:`~rlhf.rollout.types.RolloutEngine` protocol (the
+transformers engine here; vLLM on GPU nodes) with the configured sampling parameters and seed. Every
+candidate carries its metadata: the policy that wrote it, the sampling parameters, its summed
+log-probability, token count and whether it ended with EOS. Candidates are keyed by content
+(``sha256(prompt_id, text)``), so identical replies to one prompt collapse into one.
+
+Output: ``candidates.jsonl``, one object per prompt ``{prompt_id, prompt, metadata, candidates: [...]}``,
+and ``report.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from tqdm import tqdm
+
+from rlhf.artifacts import atomic_write_json, atomic_write_text
+from rlhf.config import RunConfig, StrictModel, register_stage_config
+from rlhf.errors import UserError
+from rlhf.stages.common import open_stage
+
+__all__ = ["GenerateConfig", "add_parser", "candidate_id", "read_candidates", "run_generate"]
+
+
+class PromptSource(StrictModel):
+    """The prompts to answer."""
+
+    path: str | None = Field(None, description="JSONL with 'prompt' (and 'id', 'metadata'), e.g. a prepare stage's "
+                                               "prompts/train.jsonl; omit for demo-world prompts")
+    limit: int = Field(50, ge=1, description="answer at most this many prompts (file order)")
+
+
+class PolicySpec(StrictModel):
+    """One policy that writes candidates."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="label stored with each candidate")
+    path: str = Field(..., description="model folder, stage folder or hub id")
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights dtype")
+    device: Literal["cpu", "cuda", "auto"] = Field("auto", description="'auto' uses CUDA when present")
+
+
+class SamplingConfig(StrictModel):
+    """Sampling parameters (the same names as vLLM's)."""
+
+    n: int = Field(4, ge=1, description="candidates per prompt and policy")
+    temperature: float = Field(1.0, ge=0.0, description="sampling temperature (0: greedy)")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass")
+    top_k: int = Field(0, ge=0, description="top-k truncation (0: off)")
+    max_new_tokens: int = Field(96, ge=1, description="longest reply")
+
+
+@register_stage_config("generate")
+class GenerateConfig(StrictModel):
+    """Candidate generation for a collection round."""
+
+    stage: Literal["generate"] = "generate"
+    run: RunConfig = Field(default_factory=RunConfig)
+    prompts: PromptSource = Field(default_factory=PromptSource)
+    policies: list[PolicySpec] = Field(..., min_length=1, description="policies that write candidates")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    batch_size: int = Field(32, ge=1, description="prompts per generation batch")
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> "GenerateConfig":
+        names = [p.name for p in self.policies]
+        if len(set(names)) != len(names):
+            raise ValueError(f"policies[].name must be unique, got {names}")
+        if self.sampling.temperature == 0 and self.sampling.n > 1:
+            raise ValueError("sampling.n > 1 with sampling.temperature=0 gives identical candidates; raise the temperature")
+        return self
+
+
+def candidate_id(prompt_id: str, text: str) -> str:
+    """Content key of a candidate reply."""
+    return hashlib.sha256(f"{prompt_id}\x00{text}".encode()).hexdigest()[:16]
+
+
+def _load_prompts(source: PromptSource, seed: int) -> list[dict]:
+    if source.path is None:
+        from rlhf.world.demo import generate_prompts
+
+        return [{"id": p.id, "prompt": p.text, "metadata": {"intent": p.intent}}
+                for p in generate_prompts(source.limit, seed=seed)]
+    rows = []
+    from rlhf.data.prompts import iter_jsonl
+
+    for number, row in iter_jsonl(Path(source.path)):
+        if not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
+            raise UserError(f"{source.path}: line {number}: 'prompt' must be a non-empty string")
+        pid = row.get("id") or hashlib.sha256(row["prompt"].encode()).hexdigest()[:16]
+        rows.append({"id": str(pid), "prompt": row["prompt"], "metadata": row.get("metadata", {})})
+        if len(rows) >= source.limit:
+            break
+    if not rows:
+        raise UserError(f"{source.path} holds no prompts")
+    return rows
+
+
+def run_generate(cfg: GenerateConfig) -> Path:
+    """Run (or skip, when already complete) candidate generation; returns the stage folder."""
+    from rlhf.models.loader import resolve_model_path
+    from rlhf.rollout import SamplingParams, TransformersRolloutEngine
+
+    resolved = {p.name: resolve_model_path(p.path) for p in cfg.policies}
+    inputs: dict[str, str | Path] = {f"policy:{name}": path for name, path in resolved.items()
+                                     if Path(path).exists()}
+    if cfg.prompts.path:
+        inputs["prompts"] = cfg.prompts.path
+    run = open_stage(cfg, inputs=inputs)
+    if run.complete:
+        print(f"generate: up to date, skipping ({run.dir})")
+        return run.dir
+    prompts = _load_prompts(cfg.prompts, cfg.run.seed)
+    params = SamplingParams(n=cfg.sampling.n, temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p,
+                            top_k=cfg.sampling.top_k, max_new_tokens=cfg.sampling.max_new_tokens)
+    by_prompt: dict[str, dict[str, dict]] = {p["id"]: {} for p in prompts}
+    duplicates = 0
+    with run.lock():
+        for index, policy in enumerate(cfg.policies):
+            engine = TransformersRolloutEngine.from_pretrained(resolved[policy.name], dtype=policy.dtype,
+                                                               device=policy.device, batch_size=cfg.batch_size)
+            bar = tqdm(range(0, len(prompts), cfg.batch_size), desc=f"generate {policy.name}", unit="batch")
+            for start in bar:
+                chunk = prompts[start:start + cfg.batch_size]
+                samples = engine.generate([p["prompt"] for p in chunk], params, seed=cfg.run.seed + 7919 * index + start)
+                for i, sample in enumerate(samples):
+                    prompt = chunk[i // params.n]
+                    cid = candidate_id(prompt["id"], sample.text)
+                    if cid in by_prompt[prompt["id"]]:
+                        duplicates += 1
+                        continue
+                    by_prompt[prompt["id"]][cid] = {
+                        "id": cid, "text": sample.text, "policy": policy.name,
+                        "sampling": cfg.sampling.model_dump(), "seed": cfg.run.seed,
+                        "logprob": float(sum(sample.logprobs)), "tokens": len(sample.response_ids),
+                        "finished": sample.finished,
+                    }
+            del engine
+        rows = [{"prompt_id": p["id"], "prompt": p["prompt"], "metadata": p["metadata"],
+                 "candidates": list(by_prompt[p["id"]].values())} for p in prompts]
+        atomic_write_text(run.path("candidates.jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
+        report = {"prompts": len(rows), "candidates": sum(len(r["candidates"]) for r in rows),
+                  "duplicates_collapsed": duplicates,
+                  "prompts_with_fewer_than_2": sum(len(r["candidates"]) < 2 for r in rows)}
+        atomic_write_json(run.path("report.json"), report)
+        run.finish(["candidates.jsonl", "report.json"], metrics={f"generate/{k}": v for k, v in report.items()})
+    print(f"generate: {report} -> {run.dir}")
+    return run.dir
+
+
+def read_candidates(path: str | Path) -> list[dict]:
+    """Rows of a generate stage's ``candidates.jsonl`` (a stage folder or the file itself)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "candidates.jsonl"
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from rlhf.commands.common import add_config_arguments, config_epilog
+
+    parser = subparsers.add_parser("generate", help="sample K candidate replies per prompt from one or more policies",
+                                   epilog=config_epilog("generate"), formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser)
+    parser.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    from rlhf.commands.common import load_stage_config
+
+    run_generate(load_stage_config(args, "generate"))  # type: ignore[arg-type]
+    return 0

@@ -1,0 +1,36 @@
+"""Candidate generation: K content-keyed candidates per prompt with metadata, through the rollout engine."""
+
+from __future__ import annotations
+
+import json
+
+from rlhf.config import load_config
+from rlhf.models.config import TinyModelConfig
+from rlhf.models.tiny import build_tiny_model
+from rlhf.stages.generate import candidate_id, read_candidates, run_generate
+
+
+def test_generate_candidates_with_metadata(tmp_path, capsys):
+    model = build_tiny_model(TinyModelConfig())
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"Where is order #A1234{i}?",
+                                           "metadata": {"intent": "order_status"}}) + "\n" for i in range(5)))
+    overrides = [f"run.root={tmp_path / 'runs'}", f"prompts.path={prompts}", "prompts.limit=4",
+                 f"policies=[{{name: a, path: {model}}}, {{name: b, path: {model}}}]",
+                 "sampling.n=3", "sampling.max_new_tokens=12", "batch_size=3"]
+    cfg = load_config(None, overrides, expect_stage="generate")
+    out = run_generate(cfg)
+    rows = read_candidates(out)
+    assert [r["prompt_id"] for r in rows] == ["p0", "p1", "p2", "p3"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["candidates"] + report["duplicates_collapsed"] == 4 * 2 * 3
+    for row in rows:
+        assert row["metadata"] == {"intent": "order_status"}
+        for cand in row["candidates"]:
+            assert cand["id"] == candidate_id(row["prompt_id"], cand["text"])
+            assert cand["policy"] in ("a", "b") and cand["sampling"]["n"] == 3
+            assert cand["logprob"] <= 0 and 1 <= cand["tokens"] <= 12
+        assert len({c["id"] for c in row["candidates"]}) == len(row["candidates"])
+    # Same config and inputs: skipped, same folder.
+    assert run_generate(cfg) == out
+    assert "up to date, skipping" in capsys.readouterr().out
