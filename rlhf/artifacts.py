@@ -42,6 +42,8 @@ __all__ = [
 ]
 
 MANIFEST = "manifest.json"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 LOCK = ".lock"
 TRACKED_PACKAGES = (
     "rlhf-pipeline", "torch", "transformers", "trl", "peft", "datasets", "accelerate",
@@ -59,6 +61,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
             handle.write(data)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp creates 0600; give the file ordinary permissions
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):

@@ -23,6 +23,10 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rlhf.commands.model_cmd",
     "rlhf.stages.prepare",
     "rlhf.commands.train_cmd",
+    "rlhf.stages.generate",
+    "rlhf.stages.evaluate",
+    "rlhf.stages.report",
+    "rlhf.commands.submit_cmd",
 )
 
 

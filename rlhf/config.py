@@ -187,7 +187,8 @@ def load_config(
 
 
 def _command_hint(stage: str) -> str:
-    return {"sft": "train sft", "rm": "train rm", "dpo": "train dpo", "ppo": "train ppo"}.get(stage, stage)
+    return {"sft": "train sft", "rm": "train rm", "dpo": "train dpo", "ppo": "train ppo",
+            "eval_human": "eval human push|pull"}.get(stage, stage)
 
 
 def field_help(cls: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str]]:

@@ -7,7 +7,7 @@ import importlib
 
 __all__ = ["add_parser"]
 
-TRAIN_STAGES = ("rlhf.stages.sft",)
+TRAIN_STAGES = ("rlhf.stages.sft", "rlhf.stages.ppo", "rlhf.stages.reward_model", "rlhf.stages.dpo")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

@@ -11,6 +11,12 @@ import importlib
 STAGE_MODULES: tuple[str, ...] = (
     "rlhf.stages.prepare",
     "rlhf.stages.sft",
+    "rlhf.stages.generate",
+    "rlhf.stages.evaluate",
+    "rlhf.stages.report",
+    "rlhf.stages.ppo",
+    "rlhf.stages.reward_model",
+    "rlhf.stages.dpo",
 )
 
 

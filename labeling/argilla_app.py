@@ -1,0 +1,10 @@
+"""The Argilla ASGI app with the ``sqlsearch`` engine registered, importable as ``argilla_app:app``.
+
+Uvicorn imports the app by this name in each of its worker processes when the server runs more than one
+(``launch_server.py --workers N``); importing the engine first registers it in every worker.
+"""
+
+import argilla_sqlsearch.engine  # noqa: F401  (registers the engine in this process)
+from argilla_server import app
+
+__all__ = ["app"]

@@ -1,0 +1,149 @@
+"""Reward-model evaluation: pure functions of reward arrays (numpy only), used by ``rlhf train rm``.
+
+* accuracy: share of held-out pairs with ``r_chosen > r_rejected`` (an exact tie counts half), overall and
+  by agreement bucket (pairs whose annotators agreed more should be easier);
+* calibration: the Bradley-Terry probability ``sigmoid(r_chosen - r_rejected)`` against the annotators'
+  vote share for ``chosen``; ECE = sum over equal-width probability bins of (bin share) x |mean predicted -
+  mean vote share| (Naeini et al. 2015, with the vote share as a soft label);
+* length bias: Pearson correlation of reward with response length (words), and the length-only baseline
+  (predict the longer, or the shorter, reply as chosen: the direction is fitted on training pairs);
+* best-of-n: for each prompt with ``N`` scored candidates and each ``n`` dividing ``N``, the candidates are
+  cut into ``N / n`` disjoint groups; each group's pick is its highest proxy reward; the curve reports the
+  mean gold score and proxy reward of the picks, and the gold oracle (best gold in the group). A proxy that
+  tracks the gold rubric raises gold with ``n``; one that is being exploited raises only the proxy;
+* reward statistics: mean and std of rewards on training responses, which PPO uses to normalise rewards.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import pairwise
+
+import numpy as np
+
+__all__ = [
+    "DEFAULT_AGREEMENT_EDGES",
+    "accuracy_by_agreement",
+    "best_of_n_curve",
+    "calibration_bins",
+    "expected_calibration_error",
+    "length_baseline",
+    "pairwise_accuracy",
+    "pearson",
+    "reward_stats",
+    "sigmoid",
+]
+
+DEFAULT_AGREEMENT_EDGES: tuple[float, ...] = (0.5, 0.7, 0.9, 1.0)
+
+
+def _array(values: Sequence[float] | np.ndarray) -> np.ndarray:
+    return np.asarray(values, dtype=np.float64)
+
+
+def sigmoid(x: Sequence[float] | np.ndarray) -> np.ndarray:
+    """Numerically stable logistic function."""
+    x = _array(x)
+    out = np.empty_like(x)
+    pos = x >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
+    ez = np.exp(x[~pos])
+    out[~pos] = ez / (1.0 + ez)
+    return out
+
+
+def pairwise_accuracy(r_chosen: Sequence[float], r_rejected: Sequence[float]) -> float:
+    """Share of pairs ranked the annotators' way; an exact tie counts half."""
+    diff = _array(r_chosen) - _array(r_rejected)
+    if diff.size == 0:
+        raise ValueError("no pairs to score; the held-out split is empty")
+    return float(np.mean((diff > 0) + 0.5 * (diff == 0)))
+
+
+def accuracy_by_agreement(r_chosen: Sequence[float], r_rejected: Sequence[float], agreement: Sequence[float],
+                          edges: Sequence[float] = DEFAULT_AGREEMENT_EDGES) -> dict[str, dict[str, float]]:
+    """Accuracy per agreement bucket ``(lo, hi]``, keyed ``"lo-hi"``; empty buckets are left out."""
+    rc, rr, agree = _array(r_chosen), _array(r_rejected), _array(agreement)
+    if not (rc.shape == rr.shape == agree.shape):
+        raise ValueError("r_chosen, r_rejected and agreement must have the same length")
+    if list(edges) != sorted(edges) or len(edges) < 2:
+        raise ValueError(f"agreement bucket edges must be increasing with at least two values, got {list(edges)}")
+    out: dict[str, dict[str, float]] = {}
+    for lo, hi in pairwise(edges):
+        mask = (agree > lo) & (agree <= hi)
+        if mask.any():
+            out[f"{lo:g}-{hi:g}"] = {"pairs": int(mask.sum()), "accuracy": pairwise_accuracy(rc[mask], rr[mask])}
+    return out
+
+
+def calibration_bins(probs: Sequence[float], targets: Sequence[float], bins: int = 10) -> list[dict[str, float]]:
+    """Equal-width bins over [0, 1] of predicted probability: count, mean predicted, mean target."""
+    p, t = _array(probs), _array(targets)
+    if p.shape != t.shape or p.size == 0:
+        raise ValueError("probs and targets must be non-empty and of the same length")
+    if bins < 1:
+        raise ValueError(f"bins must be >= 1, got {bins}")
+    index = np.minimum((p * bins).astype(int), bins - 1)
+    rows = []
+    for b in range(bins):
+        mask = index == b
+        if mask.any():
+            rows.append({"lo": b / bins, "hi": (b + 1) / bins, "count": int(mask.sum()),
+                         "predicted": float(p[mask].mean()), "observed": float(t[mask].mean())})
+    return rows
+
+
+def expected_calibration_error(probs: Sequence[float], targets: Sequence[float], bins: int = 10) -> float:
+    """ECE: bin-share-weighted mean |mean predicted - mean target| over equal-width bins."""
+    rows = calibration_bins(probs, targets, bins)
+    total = sum(r["count"] for r in rows)
+    return float(sum(r["count"] / total * abs(r["predicted"] - r["observed"]) for r in rows))
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+    """Pearson correlation; NaN when either side is constant or there are fewer than two points."""
+    a, b = _array(x), _array(y)
+    if a.shape != b.shape:
+        raise ValueError("pearson needs two sequences of the same length")
+    if a.size < 2 or a.std() == 0 or b.std() == 0:
+        return float("nan")
+    return float(np.corrcoef(a, b)[0, 1])
+
+
+def length_baseline(train_chosen_len: Sequence[float], train_rejected_len: Sequence[float],
+                    eval_chosen_len: Sequence[float], eval_rejected_len: Sequence[float]) -> tuple[str, float]:
+    """("longer" or "shorter", held-out accuracy) of predicting by length in the direction fitted on train."""
+    fit = pairwise_accuracy(train_chosen_len, train_rejected_len)
+    direction = "longer" if fit >= 0.5 else "shorter"
+    sign = 1.0 if direction == "longer" else -1.0
+    return direction, pairwise_accuracy(sign * _array(eval_chosen_len), sign * _array(eval_rejected_len))
+
+
+def best_of_n_curve(proxy: np.ndarray, gold: np.ndarray, ns: Sequence[int]) -> list[dict[str, float]]:
+    """Best-of-n by proxy reward over disjoint groups of each prompt's candidates (arrays: [prompts, N])."""
+    proxy, gold = _array(proxy), _array(gold)
+    if proxy.ndim != 2 or proxy.shape != gold.shape:
+        raise ValueError("proxy and gold must both be [prompts, candidates] arrays of the same shape")
+    width = proxy.shape[1]
+    rows = []
+    for n in ns:
+        if n < 1 or width % n:
+            raise ValueError(f"best-of-n: n={n} must divide the candidates per prompt ({width})")
+        p = proxy.reshape(proxy.shape[0], width // n, n)
+        g = gold.reshape(gold.shape[0], width // n, n)
+        pick = p.argmax(axis=-1)[..., None]
+        rows.append({
+            "n": int(n),
+            "gold": float(np.take_along_axis(g, pick, axis=-1).mean()),
+            "proxy": float(np.take_along_axis(p, pick, axis=-1).mean()),
+            "gold_oracle": float(g.max(axis=-1).mean()),
+        })
+    return rows
+
+
+def reward_stats(rewards: Sequence[float]) -> dict[str, float]:
+    """Mean, std (population) and count of rewards: the normalisation statistics PPO reads."""
+    r = _array(rewards)
+    if r.size == 0:
+        raise ValueError("no rewards to summarise")
+    return {"mean": float(r.mean()), "std": float(r.std()), "count": int(r.size)}

@@ -1,0 +1,155 @@
+"""The transformers rollout engine: batched ``generate`` with KV cache, seeded, one log-prob per token.
+
+Prompts are wrapped in the tokenizer's chat template with the assistant turn opened, left-padded and
+sampled ``batch_size`` rows at a time (each prompt repeated ``n`` times, prompt-major). Sampling draws
+from torch's global generator, forked and seeded per call, so a call is reproducible from ``seed`` and
+leaves the caller's random state untouched. Log-probs come from the raw logits of each step divided by
+the temperature (see :mod:`rlhf.rollout.types`); ``logprobs`` recomputes them with one full forward pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+
+from rlhf.rollout.sequences import pack_sequences, response_logprobs
+from rlhf.rollout.types import NamedTensors, RolloutSample, SamplingParams
+
+__all__ = ["TransformersRolloutEngine", "load_named_tensors"]
+
+
+def load_named_tensors(model: torch.nn.Module, weights: NamedTensors) -> int:
+    """Copy tensors into ``model``'s parameters and buffers by state-dict name; returns how many.
+
+    Tied weights answer to every name they have (``lm_head.weight`` and ``model.embed_tokens.weight``).
+    Unknown names and shape mismatches raise ``ValueError``: a sync that loads nothing must not pass.
+    """
+    targets = model.state_dict(keep_vars=True)
+    items = weights.items() if isinstance(weights, Mapping) else weights
+    loaded = 0
+    unknown: list[str] = []
+    with torch.no_grad():
+        for name, tensor in items:
+            target = targets.get(name)
+            if target is None:
+                unknown.append(name)
+                continue
+            if tuple(target.shape) != tuple(tensor.shape):
+                raise ValueError(f"weight '{name}' has shape {tuple(tensor.shape)}, the model expects "
+                                 f"{tuple(target.shape)}; sync from a learner with the same architecture")
+            target.copy_(tensor.to(device=target.device, dtype=target.dtype))
+            loaded += 1
+    if unknown:
+        raise ValueError(f"{len(unknown)} weights have names the model does not know (first: '{unknown[0]}'); "
+                         "send plain HF state-dict names (merge LoRA adapters first)")
+    return loaded
+
+
+class TransformersRolloutEngine:
+    """A :class:`~rlhf.rollout.types.RolloutEngine` over a transformers causal LM."""
+
+    def __init__(self, model, tokenizer, batch_size: int = 32) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.model = model.eval()
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.model.requires_grad_(False)
+
+    @classmethod
+    def from_pretrained(cls, path: str, dtype: str = "float32", device: str = "auto",
+                        batch_size: int = 32) -> TransformersRolloutEngine:
+        """Load the model and tokenizer of ``path`` (a model folder or hub id)."""
+        from rlhf.models.loader import load_model, load_tokenizer
+
+        return cls(load_model(path, "reference", dtype=dtype, device=device), load_tokenizer(path), batch_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def prompt_ids(self, prompts: list[str]) -> list[list[int]]:
+        """Chat-templated token ids of each prompt, assistant turn opened."""
+        from rlhf.models.generation import chat_prompt_ids
+
+        return chat_prompt_ids(self.tokenizer, prompts)
+
+    @torch.no_grad()
+    def generate(self, prompts: list[str], params: SamplingParams, seed: int) -> list[RolloutSample]:
+        """``len(prompts) * params.n`` samples, prompt-major; reproducible from ``seed``."""
+        if not prompts:
+            return []
+        ids = [seq for seq in self.prompt_ids(prompts) for _ in range(params.n)]
+        texts = [p for p in prompts for _ in range(params.n)]
+        samples: list[RolloutSample] = []
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            for start in range(0, len(ids), self.batch_size):
+                chunk = ids[start:start + self.batch_size]
+                samples.extend(self._generate_chunk(texts[start:start + self.batch_size], chunk, params))
+        return samples
+
+    def _generate_chunk(self, prompts: list[str], ids: list[list[int]], params: SamplingParams) -> list[RolloutSample]:
+        tok = self.tokenizer
+        eos, pad = tok.eos_token_id, tok.pad_token_id
+        width = max(len(x) for x in ids)
+        input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
+        attention = torch.zeros((len(ids), width), dtype=torch.long)
+        for row, seq in enumerate(ids):
+            input_ids[row, width - len(seq):] = torch.tensor(seq)
+            attention[row, width - len(seq):] = 1
+        extra = {"stop_strings": list(params.stop), "tokenizer": tok} if params.stop else {}
+        out = self.model.generate(
+            input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
+            max_new_tokens=params.max_new_tokens, do_sample=not params.greedy,
+            temperature=None if params.greedy else params.temperature,
+            top_p=None if params.greedy or params.top_p == 1.0 else params.top_p,
+            top_k=None if params.greedy or params.top_k == 0 else params.top_k,
+            eos_token_id=eos, pad_token_id=pad, use_cache=True,
+            return_dict_in_generate=True, output_logits=True, **extra,
+        )
+        new = out.sequences[:, width:].cpu()
+        logits = torch.stack(out.logits, dim=1).float().cpu() / params.logprob_temperature
+        logps = torch.log_softmax(logits, dim=-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
+        samples = []
+        for row in range(new.shape[0]):
+            tokens = new[row].tolist()
+            kept, finished = self._cut(tokens, eos, pad, params.stop)
+            text = tok.decode([t for t in kept if t != eos], skip_special_tokens=True)
+            for stop in params.stop:
+                if stop in text:
+                    text = text[:text.index(stop)]
+            samples.append(RolloutSample(
+                prompt=prompts[row], text=text.strip(), prompt_ids=tuple(ids[row]), response_ids=tuple(kept),
+                logprobs=tuple(float(x) for x in logps[row, :len(kept)]), finished=finished))
+        return samples
+
+    def _cut(self, tokens: list[int], eos: int, pad: int, stop: tuple[str, ...]) -> tuple[list[int], bool]:
+        """Tokens up to and including EOS (finished), or up to a stop string, or all of them (truncated)."""
+        if eos in tokens:
+            return tokens[:tokens.index(eos) + 1], True
+        if stop:
+            for end in range(1, len(tokens) + 1):
+                if any(s in self.tokenizer.decode(tokens[:end], skip_special_tokens=True) for s in stop):
+                    return tokens[:end], True
+        return tokens, False
+
+    def load_weights(self, weights: NamedTensors) -> int:
+        """Copy tensors by name into the model (see :func:`load_named_tensors`)."""
+        return load_named_tensors(self.model, weights)
+
+    @torch.no_grad()
+    def logprobs(self, prompt_ids: list[list[int]], response_ids: list[list[int]],
+                 temperature: float = 1.0) -> list[list[float]]:
+        """Log-prob of every response token given its prompt, by one full forward pass per batch."""
+        out: list[list[float]] = []
+        pad = self.tokenizer.pad_token_id
+        for start in range(0, len(prompt_ids), self.batch_size):
+            packed = pack_sequences(prompt_ids[start:start + self.batch_size],
+                                    response_ids[start:start + self.batch_size], pad)
+            logp = response_logprobs(self.model, packed.input_ids.to(self.device),
+                                     packed.attention_mask.to(self.device), packed.prompt_width, temperature).cpu()
+            for row, response in enumerate(response_ids[start:start + self.batch_size]):
+                out.append(logp[row, :len(response)].tolist())
+        return out

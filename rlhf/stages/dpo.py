@@ -1,0 +1,313 @@
+"""``rlhf train dpo``: offline Direct Preference Optimisation with TRL's DPOTrainer on Ray Train workers.
+
+The policy starts from ``model.name_or_path`` (the SFT policy) and the frozen reference is that same
+starting point. With ``train.precompute_ref_log_probs`` (default) the reference's summed log-probabilities
+of every chosen and rejected reply are computed once before training and cached next to the tokenised data,
+so no reference model is kept in memory during training; with LoRA the reference is the base with the
+adapter disabled.
+
+Losses (``loss.type``; ``h = log pi(y_c)/ref(y_c) - log pi(y_r)/ref(y_r)``):
+
+* ``sigmoid`` (DPO, Rafailov et al. 2023): ``-log sigmoid(beta h)``;
+* ``robust`` (rDPO, Chowdhury et al. 2024): ``(-(1-e) log sigmoid(beta h) + e log sigmoid(-beta h)) / (1-2e)``,
+  unbiased when each label is flipped with probability ``e`` (``loss.label_smoothing``);
+* ``ipo`` (Azar et al. 2023): ``(h / |y| - 1/(2 beta))^2`` with log-ratios averaged per token.
+
+``loss.label_smoothing: agreement`` sets ``e`` from the annotators: ``e = mean(1 - agreement)`` over the
+training pairs, the share of votes that went against the majority (a dataset-level estimate: TRL takes one
+``e`` for the run, not one per pair). TRL applies ``e`` in the robust loss only, so other types refuse it.
+
+After training, replies to held-out demo prompts are sampled from the DPO policy and from the reference
+(same prompts, same seed) and scored by the gold rubric: ``eval.json`` holds the win rate of DPO over the
+reference (ties count half) with a paired bootstrap 95 % interval, both mean gold scores and reply lengths.
+
+Outputs (in ``runs/dpo/<name>-<fingerprint>/``): ``model/``, ``eval.json``, ``samples.jsonl``,
+``metrics.json``, ``metrics.jsonl`` + ``tensorboard/`` (``train/loss``, ``rewards/chosen``, ``rewards/margins``,
+``logps/*``, ...), ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import shutil
+import statistics
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from rlhf.artifacts import StageRun, atomic_write_json, atomic_write_text
+from rlhf.config import RunConfig, StrictModel, register_stage_config
+from rlhf.data.pairs import PreferencePair, split_pairs
+from rlhf.errors import UserError
+from rlhf.models.config import ModelConfig
+from rlhf.stages.common import open_stage
+from rlhf.stages.reward_model import PairsDataConfig, PreferenceTrainConfig, prepare_pairs
+from rlhf.train_ray import RaySettings, per_device_batch_size, run_on_ray, trainer_arguments
+from rlhf.training import DeepSpeedSettings, deepspeed_dict, last_complete_checkpoint
+
+__all__ = ["DPOConfig", "add_parser", "bootstrap_win_rate_interval", "run_dpo", "win_rate"]
+
+MAX_FLIP_RATE = 0.49
+
+
+class DPOLossConfig(StrictModel):
+    """Which preference loss and how strongly it is tied to the reference."""
+
+    type: Literal["sigmoid", "robust", "ipo"] = Field("sigmoid", description="sigmoid (DPO), robust (rDPO) or ipo")
+    beta: float = Field(0.1, gt=0, description="inverse strength of the KL tie to the reference (IPO: tau)")
+    label_smoothing: float | Literal["agreement"] = Field(
+        0.0, description="robust loss: label-flip probability in [0, 0.5), or 'agreement' for mean(1 - agreement) "
+        "of the training pairs")
+
+    @model_validator(mode="after")
+    def _check(self) -> DPOLossConfig:
+        if isinstance(self.label_smoothing, float) and not 0.0 <= self.label_smoothing < 0.5:
+            raise ValueError(f"loss.label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
+        if self.type != "robust" and self.label_smoothing != 0.0:
+            raise ValueError(f"loss.label_smoothing only applies to loss.type=robust, not {self.type}; "
+                             "set loss.type=robust or remove loss.label_smoothing")
+        return self
+
+
+class DPOTrainConfig(PreferenceTrainConfig):
+    """Optimisation settings plus the reference-model handling."""
+
+    lr: float = Field(5e-5, gt=0, description="peak learning rate")
+    precompute_ref_log_probs: bool = Field(True, description="compute reference log-probs once before training "
+                                           "(no reference model in memory while training)")
+
+
+class DPOEvalConfig(StrictModel):
+    """Gold-rubric comparison of the DPO policy against the reference on held-out prompts."""
+
+    prompts: int | None = Field(None, ge=0, description="held-out demo prompts (default 200 on demo-world data, "
+                                "0 with data.format=hh)")
+    max_new_tokens: int = Field(96, ge=1, description="longest sampled reply")
+    temperature: float = Field(1.0, ge=0.0, description="sampling temperature (0: greedy)")
+    rubric: str = Field("rlhf.world.demo:gold_rubric", description="module:function scoring (prompt, reply)")
+    bootstrap: int = Field(1000, ge=0, description="paired bootstrap resamples for the win-rate interval")
+
+
+@register_stage_config("dpo")
+class DPOConfig(StrictModel):
+    """Offline DPO on preference pairs."""
+
+    stage: Literal["dpo"] = "dpo"
+    run: RunConfig = Field(default_factory=RunConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: PairsDataConfig = Field(default_factory=PairsDataConfig)
+    loss: DPOLossConfig = Field(default_factory=DPOLossConfig)
+    train: DPOTrainConfig = Field(default_factory=DPOTrainConfig)
+    deepspeed: DeepSpeedSettings = Field(default_factory=DeepSpeedSettings)
+    ray: RaySettings = Field(default_factory=RaySettings)
+    eval: DPOEvalConfig = Field(default_factory=DPOEvalConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> DPOConfig:
+        if self.deepspeed.offload_optimizer and self.deepspeed.zero_stage not in (2, 3):
+            raise ValueError("deepspeed.offload_optimizer needs deepspeed.zero_stage 2 or 3")
+        if self.model.lora.enabled and self.deepspeed.zero_stage == 3:
+            raise ValueError("model.lora.enabled with deepspeed.zero_stage=3 is not supported; use zero_stage 0-2")
+        if self.data.format == "hh" and self.eval.prompts:
+            raise ValueError("eval.prompts samples demo-world prompts; set it to 0 with data.format=hh")
+        per_device_batch_size(self.train.batch_size, self.ray.num_workers, self.train.grad_accum)
+        return self
+
+
+def win_rate(scores_a: Sequence[float], scores_b: Sequence[float]) -> float:
+    """Share of paired items where ``a`` beats ``b``; ties count half."""
+    if len(scores_a) != len(scores_b) or not scores_a:
+        raise ValueError("win_rate needs two non-empty score lists of the same length (one pair per prompt)")
+    return sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(scores_a, scores_b)) / len(scores_a)
+
+
+def bootstrap_win_rate_interval(scores_a: Sequence[float], scores_b: Sequence[float], resamples: int = 1000,
+                                seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of the win rate under a paired bootstrap over prompts."""
+    outcomes = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(scores_a, scores_b)]
+    if not outcomes or resamples < 1:
+        raise ValueError("bootstrap needs at least one pair and one resample")
+    rng = random.Random(seed)
+    n = len(outcomes)
+    rates = sorted(sum(outcomes[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
+    tail = (1.0 - level) / 2
+    return rates[int(tail * (resamples - 1))], rates[round((1 - tail) * (resamples - 1))]
+
+
+def flip_rate(pairs: list[PreferencePair]) -> float:
+    """Mean share of votes against the majority, capped below 0.5 (what rDPO/cDPO take as ``e``)."""
+    return min(MAX_FLIP_RATE, statistics.fmean(1.0 - p.agreement for p in pairs))
+
+
+def run_dpo(cfg: DPOConfig) -> Path:
+    """Run (or skip, when already complete) the DPO stage; returns the stage folder."""
+    from rlhf.models.loader import resolve_model_path
+
+    source, pairs, summary = prepare_pairs(
+        cfg.data.path, cfg.data.format, cfg.run.root, cfg.run.seed,
+        {"prompts": cfg.data.demo_prompts, "candidates": cfg.data.demo_candidates,
+         "annotators": cfg.data.demo_annotators, "noise": cfg.data.demo_noise})
+    base = resolve_model_path(cfg.model.name_or_path, cfg.model.tiny)
+    run = open_stage(cfg, inputs={"pairs": source, "policy": base})
+    if run.complete:
+        print(f"dpo: up to date, skipping ({run.dir})")
+        return run.dir
+    with run.lock():
+        return _train(cfg, run, pairs, summary, base)
+
+
+def _save_dataset(pairs: list[PreferencePair], folder: Path) -> None:
+    from datasets import Dataset
+
+    rows = [{"prompt": p.conversation(), "chosen": [{"role": "assistant", "content": p.chosen}],
+             "rejected": [{"role": "assistant", "content": p.rejected}]} for p in pairs]
+    if (folder / "dataset_info.json").is_file():  # kept across a resume: its cache holds reference log-probs
+        return
+    partial = folder.with_name(f".{folder.name}.partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    Dataset.from_list(rows).save_to_disk(str(partial))
+    partial.rename(folder)
+
+
+def _train(cfg: DPOConfig, run: StageRun, pairs: list[PreferencePair], summary: dict[str, Any], base: str) -> Path:
+    train_pairs, eval_pairs = split_pairs(pairs, cfg.data.eval_fraction, cfg.run.seed)
+    if cfg.data.max_train_pairs is not None and len(train_pairs) > cfg.data.max_train_pairs:
+        train_pairs = random.Random(cfg.run.seed).sample(train_pairs, cfg.data.max_train_pairs)
+    if not train_pairs:
+        raise UserError("no training pairs after the split; lower data.eval_fraction or check the split fields")
+    smoothing = flip_rate(train_pairs) if cfg.loss.label_smoothing == "agreement" else cfg.loss.label_smoothing
+    data_dir = run.path("data")
+    _save_dataset(train_pairs, data_dir / "train")
+    with_eval = cfg.train.eval_steps > 0 and bool(eval_pairs)
+    if with_eval:
+        _save_dataset(eval_pairs, data_dir / "eval")
+    ckpt_dir = run.path("checkpoints")
+    resume = last_complete_checkpoint(ckpt_dir)
+    if resume is not None:
+        print(f"dpo: resuming from {resume}")
+    staging = run.path(".model.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    args = trainer_arguments(
+        output_dir=ckpt_dir, lr=cfg.train.lr, epochs=cfg.train.epochs, max_steps=cfg.train.max_steps,
+        per_device_batch=per_device_batch_size(cfg.train.batch_size, cfg.ray.num_workers, cfg.train.grad_accum),
+        grad_accum=cfg.train.grad_accum, warmup_ratio=cfg.train.warmup_ratio, weight_decay=cfg.train.weight_decay,
+        lr_scheduler=cfg.train.lr_scheduler, max_grad_norm=cfg.train.max_grad_norm,
+        logging_steps=cfg.train.logging_steps, save_steps=cfg.train.save_steps,
+        eval_steps=cfg.train.eval_steps if with_eval else 0, seed=cfg.run.seed, use_gpu=cfg.ray.use_gpu,
+        bf16=cfg.model.dtype == "bfloat16", deepspeed=deepspeed_dict(cfg.deepspeed))
+    args.update(max_length=cfg.train.max_length, beta=cfg.loss.beta, loss_type=[cfg.loss.type],
+                label_smoothing=smoothing, precompute_ref_log_probs=cfg.train.precompute_ref_log_probs)
+    payload = {
+        "base": base, "dtype": cfg.model.dtype, "seed": cfg.run.seed, "args": args,
+        "lora": cfg.model.lora.model_dump() if cfg.model.lora.enabled else None,
+        "train_data": str(data_dir / "train"), "eval_data": str(data_dir / "eval") if with_eval else None,
+        "resume": str(resume) if resume else None, "model_dir": str(staging),
+        "metrics": str(run.path("metrics.jsonl")), "tensorboard": str(run.path("tensorboard")),
+    }
+    final = run_on_ray(_dpo_worker, payload, cfg.ray, storage=run.path("ray"), name="dpo")
+    target = run.path("model")
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+
+    metrics: dict[str, Any] = {
+        "train/global_step": final.get("global_step"), "train/final_loss": final.get("final_loss"),
+        "train/resumed_from_step": final.get("resumed_from_step"), "train/label_smoothing": smoothing,
+        "data/train_pairs": len(train_pairs), "data/eval_pairs": len(eval_pairs)}
+    outputs = ["model", "metrics.json", "metrics.jsonl"]
+    prompts = cfg.eval.prompts if cfg.eval.prompts is not None else (0 if cfg.data.format == "hh" else 200)
+    if prompts > 0:
+        report = _evaluate(cfg, prompts, target, base, run)
+        atomic_write_json(run.path("eval.json"), report)
+        metrics.update({f"eval/{k}": v for k, v in report["summary"].items()})
+        outputs += ["eval.json", "samples.jsonl"]
+        print("dpo: " + ", ".join(f"{k}={v:.3f}" for k, v in report["summary"].items()))
+    atomic_write_json(run.path("metrics.json"), {**metrics, "data/source": summary})
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    shutil.rmtree(data_dir, ignore_errors=True)
+    shutil.rmtree(run.path("ray"), ignore_errors=True)
+    run.finish(outputs, metrics=metrics)
+    print(f"dpo: done -> {target}")
+    return run.dir
+
+
+def _dpo_worker(payload: dict[str, Any]) -> None:
+    """Ray Train worker: build the DPOTrainer from ``payload`` and train (see :mod:`rlhf.train_ray`)."""
+    from datasets import load_from_disk
+    from trl import DPOConfig as TRLDPOConfig
+    from trl import DPOTrainer
+
+    from rlhf.models.config import LoraSettings
+    from rlhf.models.loader import _lora_config, load_model, load_tokenizer
+    from rlhf.train_ray import train_in_worker
+    from rlhf.utils.seed import seed_everything
+    from rlhf.utils.trainer_logging import JsonlMetricsCallback
+
+    os.environ["TENSORBOARD_LOGGING_DIR"] = payload["tensorboard"]
+    seed_everything(payload["seed"])
+    tokenizer = load_tokenizer(payload["base"])
+    model = load_model(payload["base"], "policy", dtype=payload["dtype"], device="cpu")
+    lora = LoraSettings(**payload["lora"]) if payload["lora"] else None
+    trainer = DPOTrainer(
+        model=model, args=TRLDPOConfig(**payload["args"]), processing_class=tokenizer,
+        train_dataset=load_from_disk(payload["train_data"]),
+        eval_dataset=load_from_disk(payload["eval_data"]) if payload["eval_data"] else None,
+        peft_config=_lora_config(lora, "CAUSAL_LM") if lora else None,
+        callbacks=[JsonlMetricsCallback(payload["metrics"], prefix="train/")],
+    )
+    train_in_worker(trainer, payload["resume"], Path(payload["model_dir"]), tokenizer, merge_lora=lora is not None,
+                    result_file=payload["result_file"])
+
+
+def _evaluate(cfg: DPOConfig, n_prompts: int, policy_dir: Path, reference: str, run: StageRun) -> dict[str, Any]:
+    """Gold-rubric win rate of the DPO policy over the reference on held-out demo prompts."""
+    from rlhf.models.generation import sample_replies
+    from rlhf.models.loader import load_model, load_tokenizer
+    from rlhf.utils.callables import load_callable
+    from rlhf.world.demo import generate_prompts
+
+    rubric = load_callable(cfg.eval.rubric)
+    prompts = [p.text for p in generate_prompts(n_prompts, seed=cfg.run.seed + 10_000)]
+    replies = {}
+    for name, path in (("dpo", str(policy_dir)), ("reference", reference)):
+        model = load_model(path, "reference", dtype=cfg.model.dtype, device=cfg.model.device)
+        replies[name] = sample_replies(model, load_tokenizer(path), prompts, max_new_tokens=cfg.eval.max_new_tokens,
+                                       temperature=cfg.eval.temperature, seed=cfg.run.seed)
+        del model
+    gold = {name: [float(rubric(p, r.text)) for p, r in zip(prompts, rs)] for name, rs in replies.items()}
+    rate = win_rate(gold["dpo"], gold["reference"])
+    summary = {"win_rate": rate, "gold_mean": statistics.fmean(gold["dpo"]),
+               "reference_gold_mean": statistics.fmean(gold["reference"]),
+               "tie_rate": sum(a == b for a, b in zip(gold["dpo"], gold["reference"])) / len(prompts),
+               "reply_words": statistics.fmean(len(r.text.split()) for r in replies["dpo"]),
+               "reference_reply_words": statistics.fmean(len(r.text.split()) for r in replies["reference"])}
+    if cfg.eval.bootstrap:
+        lo, hi = bootstrap_win_rate_interval(gold["dpo"], gold["reference"], cfg.eval.bootstrap, cfg.run.seed)
+        summary.update(win_rate_low=lo, win_rate_high=hi)
+    rows = "".join(json.dumps({"prompt": p, "dpo": a.text, "reference": b.text, "gold_dpo": ga, "gold_reference": gb})
+                   + "\n" for p, a, b, ga, gb in zip(prompts, replies["dpo"], replies["reference"], gold["dpo"],
+                                                     gold["reference"]))
+    atomic_write_text(run.path("samples.jsonl"), rows)
+    return {"summary": summary, "prompts": len(prompts), "temperature": cfg.eval.temperature,
+            "reference": reference}
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    from rlhf.commands.common import add_config_arguments, config_epilog
+
+    parser = subparsers.add_parser("dpo", help="offline DPO on preference pairs (TRL DPOTrainer on Ray Train)",
+                                   epilog=config_epilog("dpo"), formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_config_arguments(parser)
+    parser.set_defaults(func=_main)
+
+
+def _main(args: argparse.Namespace) -> int:
+    from rlhf.commands.common import load_stage_config
+
+    cfg = load_stage_config(args, "dpo")
+    run_dpo(cfg)  # type: ignore[arg-type]
+    return 0

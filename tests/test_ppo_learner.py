@@ -1,0 +1,158 @@
+"""The learner roles in one process (no Ray): a PPO step trains, accumulation and ZeRO-3 equivalence,
+exact checkpoint restore, the critic, LoRA export, and the post-sync probe check."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from rlhf.models.config import LoraSettings, TinyModelConfig
+from rlhf.ppo.containers import Batch, Rollout
+from rlhf.ppo.deepspeed_engine import LearnerSpec
+from rlhf.ppo.learner import CriticLearner, PolicyLearner, PolicyLossSettings, RankStats, merge_rank_stats
+from rlhf.ppo.weight_sync import WeightSyncError, check_probe
+from rlhf.rollout import SamplingParams, TransformersRolloutEngine
+from rlhf.utils.distributed import free_port
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_path() -> str:
+    from rlhf.models.loader import resolve_model_path
+
+    return resolve_model_path("tiny", TinyModelConfig())
+
+
+@pytest.fixture(scope="module")
+def rollout(tiny_path) -> Rollout:
+    engine = TransformersRolloutEngine.from_pretrained(tiny_path, device="cpu")
+    samples = engine.generate(["Where is my order #B55555?", "Can I get a refund?"],
+                              SamplingParams(n=4, max_new_tokens=8), seed=0)
+    return Rollout.from_samples(samples, engine.tokenizer.pad_token_id, n=4)
+
+
+def _policy(path: str, **overrides) -> PolicyLearner:
+    settings = {"device": "cpu", "lr": 1e-3, "micro_batch_size": 8, "grad_accum_steps": 1, **overrides}
+    spec = LearnerSpec(model_path=path, **settings)
+    learner = PolicyLearner(spec, rank=0, world_size=1, backend="gloo")
+    learner.setup("127.0.0.1", free_port())
+    return learner
+
+
+def _batch(rollout: Rollout, learner: PolicyLearner) -> Batch:
+    mask = rollout.tokens.response_mask.float()
+    sign = torch.tensor([1.0, -1.0] * (len(rollout) // 2)).unsqueeze(1)
+    return Batch(rollout.tokens, mask, learner.logprobs(rollout.tokens, 1.0), sign * mask)
+
+
+def _step(learner: PolicyLearner, batch: Batch) -> RankStats:
+    return learner.train_minibatch(batch, PolicyLossSettings(), 0.0, batch.token_count, batch.sequence_count)
+
+
+def _weights(learner: PolicyLearner) -> dict[str, torch.Tensor]:
+    return learner.weights()
+
+
+def test_a_ppo_step_follows_the_advantages(tiny_path, rollout):
+    learner = _policy(tiny_path)
+    batch = _batch(rollout, learner)
+    before = _weights(learner)
+    stats = merge_rank_stats([_step(learner, batch)])
+    after = learner.logprobs(rollout.tokens, 1.0)
+    change = ((after - batch.old_logprobs) * batch.loss_mask).sum(dim=1)
+    positive = batch.advantages[:, 0] > 0
+    assert (change[positive] > 0).all() and (change[~positive] < 0).all()
+    assert any(not torch.equal(before[k], v) for k, v in _weights(learner).items())
+    assert stats["grad_norm"] > 0 and stats["ratio_mean"] == pytest.approx(1.0)
+    assert stats["policy_loss"] == pytest.approx(0.0, abs=1e-6)  # ratio 1 and zero-mean advantages per token
+
+
+# With adam_eps far above every |gradient|, Adam's first step is lr * g / eps: linear in the gradient, so
+# equal updates mean equal accumulated gradients (with eps=1e-8 the first step is lr * sign(g), which flips
+# on gradients that are zero up to rounding).
+LINEAR_ADAM = {"adam_eps": 10.0, "lr": 1.0}
+
+
+def test_two_micro_batches_equal_one(tiny_path, rollout):
+    whole = _policy(tiny_path, **LINEAR_ADAM)
+    split = _policy(tiny_path, micro_batch_size=4, grad_accum_steps=2, **LINEAR_ADAM)
+    batch = _batch(rollout, whole)
+    norm_whole = _step(whole, batch).grad_norm
+    norm_split = _step(split, batch).grad_norm
+    assert norm_whole == pytest.approx(norm_split, rel=1e-5)
+    for name, tensor in _weights(whole).items():
+        assert torch.allclose(tensor, _weights(split)[name], atol=1e-7), name
+
+
+def test_zero3_matches_zero0(tiny_path, rollout):
+    plain = _policy(tiny_path, **LINEAR_ADAM)
+    sharded = _policy(tiny_path, zero_stage=3, **LINEAR_ADAM)
+    batch = _batch(rollout, plain)
+    assert _step(plain, batch).grad_norm == pytest.approx(_step(sharded, batch).grad_norm, rel=1e-5)
+    reference = _weights(plain)
+    exported = _weights(sharded)
+    assert exported.keys() == reference.keys()
+    for name, tensor in reference.items():
+        assert torch.allclose(tensor, exported[name], atol=1e-7), name
+
+
+def test_checkpoint_restores_weights_and_optimizer(tiny_path, rollout, tmp_path):
+    first = _policy(tiny_path)
+    batch = _batch(rollout, first)
+    _step(first, batch)
+    first.save_checkpoint(str(tmp_path / "policy"), {"step": 1})
+    _step(first, batch)
+    resumed = _policy(tiny_path)
+    client = resumed.load_checkpoint(str(tmp_path / "policy"))
+    assert client["step"] == 1
+    _step(resumed, batch)  # the second Adam step only matches with the first step's moments restored
+    for name, tensor in _weights(first).items():
+        assert torch.equal(tensor, _weights(resumed)[name]), name
+
+
+def test_critic_starts_at_zero_and_fits_returns(tiny_path, rollout):
+    spec = LearnerSpec(model_path=tiny_path, device="cpu", lr=1e-2, micro_batch_size=8)
+    critic = CriticLearner(spec, rank=0, world_size=1, backend="gloo")
+    critic.setup("127.0.0.1", free_port(), fresh_head=True)
+    values = critic.values(rollout.tokens)
+    assert values.abs().max() == 0
+    mask = rollout.tokens.response_mask.float()
+    batch = Batch(rollout.tokens, mask, torch.zeros_like(mask), torch.zeros_like(mask), old_values=values,
+                  returns=mask.clone())
+    errors = []
+    for _ in range(5):
+        stats = critic.train_minibatch(batch, None, "token_mean", batch.token_count, batch.sequence_count)
+        errors.append(merge_rank_stats([stats])["value_error"])
+    assert errors[0] == pytest.approx(1.0) and errors[-1] < 0.5 * errors[0]
+
+
+def test_lora_learner_exports_merged_weights(tiny_path, rollout):
+    learner = _policy(tiny_path, lora=LoraSettings(enabled=True, r=4, alpha=8), lr=5e-2)
+    batch = _batch(rollout, learner)
+    _step(learner, batch)
+    engine = TransformersRolloutEngine.from_pretrained(tiny_path, device="cpu")
+    prompts, responses = rollout.tokens.lists()
+    assert check_probe(engine.logprobs(prompts, responses), engine.logprobs(prompts, responses), 1e-6, 0, 0) == 0
+    assert engine.load_weights(learner.weights()) == len(learner.weight_manifest())
+    assert all(".lora_" not in spec.name and "base_layer" not in spec.name for spec in learner.weight_manifest())
+    assert check_probe(engine.logprobs(prompts, responses), learner.probe_logprobs(prompts, responses, 1.0),
+                       1e-4, 0, 1) < 1e-4
+
+
+def test_probe_check_catches_a_skipped_sync(tiny_path, rollout):
+    learner = _policy(tiny_path)
+    engine = TransformersRolloutEngine.from_pretrained(tiny_path, device="cpu")
+    prompts, responses = rollout.tokens.lists()
+    check_probe(engine.logprobs(prompts, responses), learner.probe_logprobs(prompts, responses, 1.0), 1e-4, 0, 0)
+    _step(learner, _batch(rollout, learner))
+    with pytest.raises(WeightSyncError, match="rollout worker 0 scores the probe batch"):
+        check_probe(engine.logprobs(prompts, responses), learner.probe_logprobs(prompts, responses, 1.0), 1e-4, 0, 1)
+    engine.load_weights(learner.weights())
+    check_probe(engine.logprobs(prompts, responses), learner.probe_logprobs(prompts, responses, 1.0), 1e-4, 0, 1)
+
+
+def test_rank_stats_merge_by_tokens():
+    a = RankStats(losses={"policy_loss": 0.25}, weighted={"clip_fraction": 0.5 * 10}, tokens=10, grad_norm=2.0)
+    b = RankStats(losses={"policy_loss": 0.5}, weighted={"clip_fraction": 0.0 * 30}, tokens=30, grad_norm=2.0)
+    assert merge_rank_stats([a, b]) == {"policy_loss": 0.75, "clip_fraction": 0.125, "grad_norm": 2.0}

@@ -1,0 +1,119 @@
+"""``rlhf train ppo`` end to end under a local Ray on the tiny model: PPO with a reward model and a critic
+initialised from it, on two data-parallel learner ranks with ZeRO-2 (broadcast sync); and RLOO with
+object-store sync, where one deliberately skipped weight sync must fail the probe check. (GRPO with a
+reward function runs in test_ppo_resume.py, REINFORCE++ on two nodes in test_ppo_placement.py.)"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from rlhf.config import load_config
+from rlhf.models.config import TinyModelConfig
+from rlhf.ppo.weight_sync import WeightSyncError
+
+pytestmark = pytest.mark.slow
+
+MIB = 1024 * 1024
+SMALL = ["rollout.prompts_per_step=4", "rollout.max_new_tokens=8", "learner.micro_batch_size=4",
+         "algorithm.mini_batch_size=8", "eval.prompts=4", "data.demo_prompts=16", "train.progress=false",
+         "learner.lr=1e-3"]
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    from rlhf.ppo.launcher import worker_env
+
+    ray.init(num_cpus=6, include_dashboard=False, object_store_memory=300 * MIB,
+             runtime_env={"env_vars": worker_env()}, logging_config=ray.LoggingConfig(log_level="ERROR"))
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def tiny_path() -> str:
+    from rlhf.models.loader import resolve_model_path
+
+    return resolve_model_path("tiny", TinyModelConfig())
+
+
+@pytest.fixture(scope="module")
+def reward_model(tiny_path, tmp_path_factory) -> Path:
+    """An untrained tiny reward model laid out like an RM stage folder (model/ + reward_stats.json)."""
+    from transformers import AutoModelForSequenceClassification
+
+    from rlhf.models.loader import load_tokenizer
+
+    folder = tmp_path_factory.mktemp("rm")
+    torch.manual_seed(0)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_path, num_labels=1)
+    tokenizer = load_tokenizer(tiny_path)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(folder / "model")
+    tokenizer.save_pretrained(folder / "model")
+    (folder / "model" / "reward_stats.json").write_text(json.dumps({"mean": 0.1, "std": 0.5}))
+    return folder
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def _run(root: Path, *overrides: str) -> Path:
+    from rlhf.stages.ppo import run_ppo
+
+    cfg = load_config(None, [f"run.root={root}", *SMALL, *overrides], expect_stage="ppo")
+    return run_ppo(cfg)  # type: ignore[arg-type]
+
+
+def _changed(start: str, trained: Path) -> bool:
+    from transformers import AutoModelForCausalLM
+
+    before = AutoModelForCausalLM.from_pretrained(start).state_dict()
+    after = AutoModelForCausalLM.from_pretrained(trained).state_dict()
+    return any(not torch.equal(before[k], after[k]) for k in before)
+
+
+def test_ppo_with_reward_model_and_critic_on_two_learner_ranks(local_ray, tiny_path, reward_model, tmp_path):
+    run_dir = _run(tmp_path, f"reward.model={reward_model}", "train.steps=2", "train.save_steps=1",
+                   "rollout.n=2", "critic.lr=1e-3", "resources.learner_workers=2", "learner.zero_stage=2",
+                   "resources.policy.num_cpus=0.5", "resources.critic.num_cpus=0.5")
+    manifest = json.loads((run_dir / "manifest.json").read_text())
+    assert {"model", "metrics.jsonl", "placement.json", "samples.jsonl"} <= set(manifest["outputs"])
+    assert manifest["inputs"]["reward_model"]["path"].endswith("/model")
+    rows = [r for r in _rows(run_dir) if "rollout/score_mean" in r]
+    assert [r["step"] for r in rows] == [1, 2]
+    for row in rows:
+        assert row["rollout/sync_probe_diff"] <= 1e-3
+        assert {"train/policy_loss", "train/critic_value_loss", "objective/kl", "timing/generation",
+                "timing/sync"} <= set(row)
+    # rewards are normalised with the stored statistics: reward = (score - 0.1) / 0.5
+    assert rows[0]["rollout/reward_mean"] == pytest.approx((rows[0]["rollout/score_mean"] - 0.1) / 0.5, rel=1e-4)
+    assert "eval/win_rate" in rows[-1]
+    assert _changed(tiny_path, run_dir / "model")
+    placement = json.loads((run_dir / "placement.json").read_text())
+    assert len(placement["policy"]) == len(placement["critic"]) == 2
+    assert not (run_dir / "checkpoints").exists()
+
+
+def test_a_skipped_weight_sync_fails_the_probe_check(local_ray, reward_model, tmp_path, monkeypatch):
+    import rlhf.stages.ppo as stage
+
+    real_sync = stage._sync_weights
+    calls = []
+
+    def skip_the_second(*args, **kwargs):
+        calls.append(1)
+        if len(calls) != 2:
+            real_sync(*args, **kwargs)
+
+    monkeypatch.setattr(stage, "_sync_weights", skip_the_second)
+    with pytest.raises(WeightSyncError, match="weight sync of step 2, rollout worker 0"):
+        _run(tmp_path, f"reward.model={reward_model}", "algorithm.advantage=rloo", "rollout.n=2", "train.steps=3",
+             "eval.prompts=0", "sync.method=object_store")
+    assert len(calls) == 2
