@@ -8,6 +8,8 @@ inputs and config always map to the same folder:
   completion marker. A folder without it is incomplete (a crash, a kill -9) and never looks finished;
   training stages resume from the checkpoints they left in it.
 * re-running a completed stage with the same inputs and config finds the manifest and is skipped;
+* an input made by another stage counts with that stage run's ``run_id``, so re-running an upstream stage
+  (after its folder was deleted, say) re-runs every stage after it;
 * the manifest records the resolved config, package versions, git revision, seed, input hashes (with the
   stage folder each input came from) and output hashes, which ``rlhf lineage`` walks back to the start.
 """
@@ -22,6 +24,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
@@ -223,6 +226,7 @@ class StageRun:
             raise RuntimeError(f"stage '{self.stage}' did not produce {missing}; it is not marked complete")
         hashes = {rel: hash_path(self.dir / rel) for rel in sorted(outputs)}
         manifest = {
+            "run_id": uuid.uuid4().hex,
             "stage": self.stage,
             "fingerprint": self.fingerprint,
             "config": self.config,
@@ -261,8 +265,12 @@ def begin_stage(
             "path": str(path),
             "hash": hash_path(path),
             "stage_dir": str(upstream) if upstream is not None else None,
+            "run_id": read_manifest(upstream).get("run_id") if upstream is not None else None,
         }
-    fp = _fingerprint(stage, config, {k: v["hash"] for k, v in input_meta.items()})
+    # An input made by another stage counts by content and by the run that made it: re-running an
+    # upstream stage re-runs everything after it, even when it reproduces the same bytes.
+    fp = _fingerprint(stage, config, {k: v["hash"] + (f"@{v['run_id']}" if v["run_id"] else "")
+                                      for k, v in input_meta.items()})
     folder = Path(root).resolve() / stage / f"{name}-{fp[:12]}"
     return StageRun(stage=stage, dir=folder, fingerprint=fp, config=config, inputs=input_meta, seed=seed)
 

@@ -111,3 +111,23 @@ def test_lock_refuses_a_live_writer_and_takes_over_a_dead_one(tmp_path):
 def test_lineage_outside_a_stage_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="not inside a completed stage folder"):
         lineage(tmp_path)
+
+
+def test_rerunning_an_upstream_stage_invalidates_downstream(tmp_path):
+    import shutil
+
+    def upstream():
+        run = begin_stage("a", {}, {}, tmp_path)
+        run.dir.mkdir(parents=True, exist_ok=True)
+        (run.dir / "out.txt").write_text("same bytes every time")
+        run.finish(["out.txt"])
+        return run
+
+    first = upstream()
+    down1 = begin_stage("b", {}, {"x": first.dir / "out.txt"}, tmp_path)
+    assert begin_stage("b", {}, {"x": first.dir / "out.txt"}, tmp_path).dir == down1.dir
+    shutil.rmtree(first.dir)
+    second = upstream()
+    assert second.dir == first.dir  # same config and inputs: same folder
+    down2 = begin_stage("b", {}, {"x": second.dir / "out.txt"}, tmp_path)
+    assert down2.dir != down1.dir  # but a new run of it: downstream re-runs
