@@ -142,7 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--records", type=int, default=5000, help="records to log")
     parser.add_argument("--annotators", type=int, default=2, help="simulated annotators working at once")
     parser.add_argument("--page", type=int, default=50, help="queue page size each annotator fetches")
-    parser.add_argument("--server-workers", type=int, default=1, help="uvicorn worker processes of the server")
+    parser.add_argument("--server-workers", type=int, default=ServiceConfig().server_workers,
+                        help="uvicorn worker processes of the server (default: the service's default)")
     parser.add_argument("--database-url", default=None, help="PostgreSQL URL (default: SQLite in the temp home)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     args = parser.parse_args(argv)

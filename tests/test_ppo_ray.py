@@ -104,7 +104,7 @@ def test_ppo_with_reward_model_and_critic_on_two_learner_ranks(local_ray, tiny_p
 def test_a_skipped_weight_sync_fails_the_probe_check(local_ray, reward_model, tmp_path, monkeypatch):
     import rlhf.stages.ppo as stage
 
-    real_sync = stage._sync_weights
+    real_sync = stage.sync_weights
     calls = []
 
     def skip_the_second(*args, **kwargs):
@@ -112,7 +112,7 @@ def test_a_skipped_weight_sync_fails_the_probe_check(local_ray, reward_model, tm
         if len(calls) != 2:
             real_sync(*args, **kwargs)
 
-    monkeypatch.setattr(stage, "_sync_weights", skip_the_second)
+    monkeypatch.setattr(stage, "sync_weights", skip_the_second)
     with pytest.raises(WeightSyncError, match="weight sync of step 2, rollout worker 0"):
         _run(tmp_path, f"reward.model={reward_model}", "algorithm.advantage=rloo", "rollout.n=2", "train.steps=3",
              "eval.prompts=0", "sync.method=object_store")

@@ -99,7 +99,7 @@ def _current(layout: ServiceLayout) -> ServiceState | None:
     return None
 
 
-def _status_from(layout: ServiceLayout, state: ServiceState | None, api_key: str | None = None) -> ServiceStatus:
+def _status_from(layout: ServiceLayout, state: ServiceState | None) -> ServiceStatus:
     if state is None:
         return ServiceStatus("not-started", None, layout.home, None, {})
     status = state.status
@@ -107,7 +107,7 @@ def _status_from(layout: ServiceLayout, state: ServiceState | None, api_key: str
         status = "stopped" if status == "stopping" else "failed"
         error = state.error or "the supervisor is gone (killed?); run 'rlhf label serve start' again"
         return ServiceStatus(status, state.url, layout.home, Path(state.run_dir), {}, error)
-    if status == "running" and not http_ok(f"{state.url}/api/v1/version", api_key):
+    if status == "running" and not http_ok(f"{state.url}/api/v1/version"):
         status = "unhealthy"
     pids = {k: v for k, v in state.pids.items() if pid_alive(v)} if status != "stopped" else {}
     return ServiceStatus(status, state.url, layout.home, Path(state.run_dir), pids, state.error)
@@ -123,6 +123,10 @@ def start_service(config: ServiceConfig, foreground: bool = False, venv_dir: Pat
     """Start the service (or return the status of the one already running); see the module docstring."""
     layout = ServiceLayout(config.home_path())
     current = _current(layout)
+    deadline = time.monotonic() + config.start_timeout_s + 30.0
+    while current is not None and current.status == "starting" and time.monotonic() < deadline:
+        time.sleep(0.5)  # another start is under way: wait for its outcome
+        current = _current(layout)
     if current is not None:
         return _status_from(layout, current)
     _preflight(config, layout)

@@ -11,6 +11,9 @@ Check. A sync that silently does nothing leaves the workers sampling from a stal
 verl #7495). After every sync each worker scores a fixed probe batch with ``logprobs`` and the learner
 scores the same tokens; :func:`check_probe` raises :class:`WeightSyncError` when the largest difference
 of any token's log-prob exceeds the tolerance.
+
+The controller drives both over Ray actor handles with :func:`connect_sync_group`, :func:`sync_weights` and
+:func:`check_sync`; the rest of this module runs inside the actors.
 """
 
 from __future__ import annotations
@@ -22,9 +25,8 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["SyncGroup", "TensorSpec", "WeightSyncError", "check_probe", "manifest_of", "probe_difference",
-           "receive_tensors",
-           "send_tensors"]
+__all__ = ["SyncGroup", "TensorSpec", "WeightSyncError", "check_probe", "check_sync", "connect_sync_group",
+           "manifest_of", "probe_difference", "receive_tensors", "send_tensors", "sync_weights"]
 
 
 class WeightSyncError(RuntimeError):
@@ -117,3 +119,57 @@ def check_probe(rollout: list[list[float]], learner: list[list[float]], toleranc
             f"{diff:.3g} nats away from the learner (tolerance {tolerance:g}): its weights are stale or wrong; "
             "check the sync transport (sync.method) or raise sync.probe_tolerance for a lower-precision engine")
     return diff
+
+
+# ---------------------------------------------------------------- driver side: the same over Ray actors
+
+
+def connect_sync_group(policy: list, rollout: list, method: str, backend: str, timeout_s: float) -> str:
+    """Form the sync group of learner rank 0 and the rollout workers (Ray actor handles); returns the method
+    in use: ``broadcast``, or ``object_store`` when asked for or (``auto``) when the group cannot form."""
+    import ray
+
+    from rlhf.errors import UserError
+
+    if method == "object_store":
+        return "object_store"
+    try:
+        address, port = ray.get(policy[0].address.remote())
+        world = 1 + len(rollout)
+        refs = [p.init_sync_group.remote(address, port, world, backend, timeout_s) for p in policy]
+        refs += [w.init_sync_group.remote(address, port, i + 1, world, backend, timeout_s)
+                 for i, w in enumerate(rollout)]
+        ray.get(refs, timeout=timeout_s + 30)
+        return "broadcast"
+    except (ray.exceptions.RayError, OSError) as err:  # the group could not form: the object store still works
+        if method == "broadcast":
+            raise UserError(f"the weight-sync group could not form ({type(err).__name__}: {err}); "
+                            "use sync.method=auto or object_store") from None
+        print(f"weight sync: the sync group failed ({type(err).__name__}); using the Ray object store")
+        return "object_store"
+
+
+def sync_weights(policy: list, rollout: list, method: str, manifest: list[TensorSpec]) -> None:
+    """Copy the policy learner's weights into every rollout worker; raises unless each loaded all of them."""
+    import ray
+
+    if method == "broadcast":
+        sends = [p.broadcast_weights.remote() for p in policy]
+        loaded = ray.get([w.receive_weights.remote(manifest) for w in rollout])
+        ray.get(sends)
+    else:
+        exports = [p.weights.remote() for p in policy]
+        loaded = ray.get([w.load_weights.remote(exports[0]) for w in rollout])
+        ray.get(exports[1:])
+    if any(count != len(manifest) for count in loaded):
+        raise WeightSyncError(f"rollout workers loaded {loaded} tensors, expected {len(manifest)} each")
+
+
+def check_sync(policy: list, rollout: list, probe: tuple[list[list[int]], list[list[int]]], temperature: float,
+               tolerance: float, step: int) -> float:
+    """The post-sync probe check over every worker; returns the largest difference (raises beyond it)."""
+    import ray
+
+    learner = ray.get([p.probe_logprobs.remote(*probe, temperature) for p in policy])[0]
+    workers = ray.get([w.logprobs.remote(*probe, temperature) for w in rollout])
+    return max(check_probe(lp, learner, tolerance, i, step) for i, lp in enumerate(workers))

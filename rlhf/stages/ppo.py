@@ -47,6 +47,7 @@ from rlhf.errors import UserError
 from rlhf.models.config import ModelConfig
 from rlhf.ppo.checkpoint import ControllerState, DataPosition
 from rlhf.ppo.launcher import ResourcesConfig
+from rlhf.ppo.weight_sync import check_sync, connect_sync_group, sync_weights
 from rlhf.rl import AggregationMode, KLKind, TruncationMode
 
 __all__ = ["PPOConfig", "add_parser", "compute_advantages", "normalise_rewards", "run_ppo"]
@@ -448,58 +449,6 @@ def _placement(roles) -> dict[str, list[str]]:
     return {name: ray.get([a.node_id.remote() for a in actors]) for name, actors in groups.items() if actors}
 
 
-def _connect_sync(cfg: PPOConfig, roles, backend: str) -> str:
-    """Form the weight-sync group; returns the method in use ('broadcast' or 'object_store')."""
-    import ray
-
-    if cfg.sync.method == "object_store":
-        return "object_store"
-    try:
-        address, port = ray.get(roles.policy[0].address.remote())
-        world = 1 + len(roles.rollout)
-        refs = [p.init_sync_group.remote(address, port, world, backend, cfg.sync.timeout_s) for p in roles.policy]
-        refs += [w.init_sync_group.remote(address, port, i + 1, world, backend, cfg.sync.timeout_s)
-                 for i, w in enumerate(roles.rollout)]
-        ray.get(refs, timeout=cfg.sync.timeout_s + 30)
-        return "broadcast"
-    except (ray.exceptions.RayError, OSError) as err:  # the group could not form: the object store still works
-        if cfg.sync.method == "broadcast":
-            raise UserError(f"the weight-sync group could not form ({type(err).__name__}: {err}); "
-                            "use sync.method=auto or object_store") from None
-        print(f"ppo: weight-sync group failed ({type(err).__name__}); syncing through the Ray object store")
-        return "object_store"
-
-
-def _sync_weights(roles, method: str, manifest) -> None:
-    """Copy the policy learner's weights into every rollout worker."""
-    import ray
-
-    from rlhf.ppo.weight_sync import WeightSyncError
-
-    if method == "broadcast":
-        sends = [p.broadcast_weights.remote() for p in roles.policy]
-        loaded = ray.get([w.receive_weights.remote(manifest) for w in roles.rollout])
-        ray.get(sends)
-    else:
-        exports = [p.weights.remote() for p in roles.policy]
-        loaded = ray.get([w.load_weights.remote(exports[0]) for w in roles.rollout])
-        ray.get(exports[1:])
-    if any(count != len(manifest) for count in loaded):
-        raise WeightSyncError(f"rollout workers loaded {loaded} tensors, expected {len(manifest)} each")
-
-
-def _check_sync(roles, probe: tuple[list[list[int]], list[list[int]]], temperature: float, tolerance: float,
-                step: int) -> float:
-    """Largest probe log-prob difference over the workers; raises WeightSyncError beyond ``tolerance``."""
-    import ray
-
-    from rlhf.ppo.weight_sync import check_probe
-
-    learner = ray.get([p.probe_logprobs.remote(*probe, temperature) for p in roles.policy])[0]
-    workers = ray.get([w.logprobs.remote(*probe, temperature) for w in roles.rollout])
-    return max(check_probe(lp, learner, tolerance, i, step) for i, lp in enumerate(workers))
-
-
 def _split(items: list, parts: int) -> list[list]:
     """Contiguous, near-equal parts (prompt order kept)."""
     size, extra = divmod(len(items), parts)
@@ -631,7 +580,8 @@ def _train(cfg: PPOConfig, run: StageRun, policy_path: str) -> Path:
         roles = _start_roles(cfg, policy_path, backend_learn)
         atomic_write_json(run.path("placement.json"), _placement(roles))
         manifest = ray.get(roles.policy[0].weight_manifest.remote())
-        sync_method = _connect_sync(cfg, roles, backend_sync)
+        sync_method = connect_sync_group(roles.policy, roles.rollout, cfg.sync.method, backend_sync,
+                                         cfg.sync.timeout_s)
         print(f"ppo: {len(roles.rollout)} rollout worker(s), {len(roles.policy)} learner rank(s), "
               f"weight sync via {sync_method}")
         if resume is not None:
@@ -644,8 +594,8 @@ def _train(cfg: PPOConfig, run: StageRun, policy_path: str) -> Path:
             start_step, probe = state.step, (state.probe_prompt_ids, state.probe_response_ids)
             set_rng_state(state.rng)
             ckpt.truncate_metrics(logger.path, start_step)
-            _sync_weights(roles, sync_method, manifest)
-            _check_sync(roles, probe, temperature, cfg.sync.probe_tolerance, start_step)
+            sync_weights(roles.policy, roles.rollout, sync_method, manifest)
+            check_sync(roles.policy, roles.rollout, probe, temperature, cfg.sync.probe_tolerance, start_step)
             print(f"ppo: resumed from {resume.name} (step {start_step})")
         norm = ray.get(roles.reward.stats.remote()) if cfg.reward.model and cfg.reward.normalize else None
         if cfg.reward.model and cfg.reward.normalize and norm is None:
@@ -722,8 +672,8 @@ def _train(cfg: PPOConfig, run: StageRun, policy_path: str) -> Path:
             sequence_kl = kl.sum(dim=1)
             kl_ctl.update(float(sequence_kl.mean()), len(rollout))
             t0 = time.perf_counter()
-            _sync_weights(roles, sync_method, manifest)
-            probe_diff = _check_sync(roles, probe, temperature, cfg.sync.probe_tolerance, step)
+            sync_weights(roles.policy, roles.rollout, sync_method, manifest)
+            probe_diff = check_sync(roles.policy, roles.rollout, probe, temperature, cfg.sync.probe_tolerance, step)
             metrics["timing/sync"] = time.perf_counter() - t0
 
             # 6. log
