@@ -14,8 +14,7 @@ system-deps:
 	@scripts/system-deps.sh
 
 quickstart: bootstrap system-deps
-	$(VENV)/bin/rlhf prepare configs/prepare/demo.yaml
-	$(VENV)/bin/rlhf train sft configs/sft/demo.yaml
+	$(VENV)/bin/rlhf pipeline configs/quickstart.yaml
 
 test: bootstrap system-deps
 	$(PY) -m pytest -q

@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rlhf.stages.evaluate",
     "rlhf.stages.report",
     "rlhf.commands.submit_cmd",
+    "rlhf.stages.pipeline",
 )
 
 

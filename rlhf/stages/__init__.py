@@ -17,6 +17,8 @@ STAGE_MODULES: tuple[str, ...] = (
     "rlhf.stages.ppo",
     "rlhf.stages.reward_model",
     "rlhf.stages.dpo",
+    "rlhf.labeling.loop.config",
+    "rlhf.stages.pipeline",
 )
 
 

@@ -13,6 +13,10 @@ Losses (``loss.type``; ``h = log pi(y_c)/ref(y_c) - log pi(y_r)/ref(y_r)``):
   unbiased when each label is flipped with probability ``e`` (``loss.label_smoothing``);
 * ``ipo`` (Azar et al. 2023): ``(h / |y| - 1/(2 beta))^2`` with log-ratios averaged per token.
 
+``loss.sft_weight`` adds ``w x`` the mean per-token negative log-likelihood of the chosen replies (RPO, Pang
+et al. 2024): offline DPO lowers the likelihood of chosen replies too, and on a small policy that drifts into
+degenerate text; the NLL term keeps the chosen replies likely.
+
 ``loss.label_smoothing: agreement`` sets ``e`` from the annotators: ``e = mean(1 - agreement)`` over the
 training pairs, the share of votes that went against the majority (a dataset-level estimate: TRL takes one
 ``e`` for the run, not one per pair). TRL applies ``e`` in the robust loss only, so other types refuse it.
@@ -60,6 +64,8 @@ class DPOLossConfig(StrictModel):
 
     type: Literal["sigmoid", "robust", "ipo"] = Field("sigmoid", description="sigmoid (DPO), robust (rDPO) or ipo")
     beta: float = Field(0.1, gt=0, description="inverse strength of the KL tie to the reference (IPO: tau)")
+    sft_weight: float = Field(0.0, ge=0.0, description="weight of the chosen replies' per-token NLL added to "
+                              "the preference loss (RPO; 0: none)")
     label_smoothing: float | Literal["agreement"] = Field(
         0.0, description="robust loss: label-flip probability in [0, 0.5), or 'agreement' for mean(1 - agreement) "
         "of the training pairs")
@@ -200,7 +206,10 @@ def _train(cfg: DPOConfig, run: StageRun, pairs: list[PreferencePair], summary: 
         logging_steps=cfg.train.logging_steps, save_steps=cfg.train.save_steps,
         eval_steps=cfg.train.eval_steps if with_eval else 0, seed=cfg.run.seed, use_gpu=cfg.ray.use_gpu,
         bf16=cfg.model.dtype == "bfloat16", deepspeed=deepspeed_dict(cfg.deepspeed))
-    args.update(max_length=cfg.train.max_length, beta=cfg.loss.beta, loss_type=[cfg.loss.type],
+    loss_types, loss_weights = [cfg.loss.type], [1.0]
+    if cfg.loss.sft_weight > 0:
+        loss_types, loss_weights = [cfg.loss.type, "sft"], [1.0, cfg.loss.sft_weight]
+    args.update(max_length=cfg.train.max_length, beta=cfg.loss.beta, loss_type=loss_types, loss_weights=loss_weights,
                 label_smoothing=smoothing, precompute_ref_log_probs=cfg.train.precompute_ref_log_probs)
     payload = {
         "base": base, "dtype": cfg.model.dtype, "seed": cfg.run.seed, "args": args,

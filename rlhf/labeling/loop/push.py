@@ -1,0 +1,244 @@
+"""``rlhf label push``: one collection round (a generate stage's candidates) as one Argilla dataset.
+
+Method
+------
+1. **Plan** (deterministic from the config and the inputs): every prompt's text and candidates are PII
+   scrubbed again (:func:`rlhf.data.pii.load_scrubber`; model output can echo personal data from the
+   prompt); candidates equal after scrubbing collapse, empty ones are dropped, and a prompt left with
+   fewer than K candidates (K = the template's response slots) is skipped and counted. With more than K, K
+   are drawn at random (seeded per prompt). Candidate ids are content keys (``candidate_id``); a record's
+   key is the hash of its content (:func:`~rlhf.labeling.loop.slots.record_key`). Slots are shuffled per
+   record, honeypots (``honeypots.py``) are added and the records are put in a seeded random order.
+2. **Dataset**: created from the template when missing (plain-text fields, the ranking question with ties,
+   the optional rating, flags and rationale, the versioned guidelines, task distribution ``overlap`` with
+   ``min_submitted`` annotators per record). An existing dataset of that name must have the template's fields
+   and hold only records of this plan; records it already holds keep the slot order shown there.
+3. **Slot map** (``slots.jsonl``) is written before any record is logged, so no record is ever in Argilla
+   without its map. Records the dataset lacks are then written with the bulk *upsert* keyed by external id
+   (``PUT /api/v1/datasets/{id}/records/bulk``), at most ``batch_size`` (<= 500) per request, with a
+   progress bar. An upsert is idempotent: a request retried after a timeout, or a push killed mid-way and
+   run again, never duplicates a record. SQLite's "database is locked" answers are retried with back-off.
+4. ``push.json`` (dataset, id, layout, counts) and ``guidelines.md`` (the exact text annotators got) are
+   written and the run folder is marked complete; running the push again finds it complete and does nothing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+from tqdm import tqdm
+
+from rlhf.artifacts import atomic_write_json, atomic_write_text
+from rlhf.data.pii import ScrubResult, load_scrubber, run_scrubber
+from rlhf.errors import UserError
+from rlhf.labeling.http import ArgillaAPIError, ArgillaHTTP
+from rlhf.labeling.loop.common import PUSH_INFO, connect
+from rlhf.labeling.loop.config import LabelPushConfig
+from rlhf.labeling.loop.honeypots import demo_honeypots, honeypot_records, load_honeypots
+from rlhf.labeling.loop.slots import SLOT_MAP, SlotRecord, adopt_server_order, record_key, shuffle_slots, write_slot_map
+from rlhf.labeling.templates import DatasetTemplate, create_dataset, find_dataset, load_template
+from rlhf.stages.common import open_stage
+from rlhf.stages.generate import candidate_id, read_candidates
+
+__all__ = ["log_records_idempotent", "plan_records", "run_push", "server_records", "template_layout"]
+
+BUSY_RETRIES = 6
+PAGE = 1000
+CANDIDATE_META = ("policy", "logprob", "tokens", "finished", "seed")
+
+
+def template_layout(template: DatasetTemplate) -> tuple[str, tuple[str, ...], str]:
+    """(prompt field, response slot fields in slot order, ranking question) of a ranking template."""
+    rankings = [q for q in template.questions if q.type == "ranking"]
+    if len(rankings) != 1:
+        raise UserError(f"template '{template.name}' must have exactly one ranking question, has {len(rankings)}")
+    slots = tuple(o.value for o in rankings[0].options)
+    names = [f.name for f in template.fields]
+    if "prompt" not in names or any(s not in names for s in slots):
+        raise UserError(f"template '{template.name}' needs a 'prompt' field and one field per ranking option "
+                        f"({', '.join(slots)})")
+    return "prompt", slots, rankings[0].name
+
+
+def _scrub(scrub: Callable[[str], ScrubResult | str], text: str, counts: Counter[str]) -> str:
+    result = run_scrubber(scrub, text)
+    counts.update(result.counts)
+    return result.text
+
+
+def plan_records(rows: Iterable[dict[str, Any]], k: int, seed: int, scrub: Callable[[str], ScrubResult | str],
+                 max_prompts: int = 0) -> tuple[list[SlotRecord], dict[str, int], dict[str, int]]:
+    """Slot-map records of the candidate rows (method step 1); also (skipped prompts by reason, PII counts)."""
+    records: list[SlotRecord] = []
+    skipped: Counter[str] = Counter()
+    pii: Counter[str] = Counter()
+    for row in rows:
+        if max_prompts and len(records) >= max_prompts:
+            break
+        prompt = _scrub(scrub, str(row["prompt"]), pii)
+        texts: dict[str, str] = {}
+        meta: dict[str, dict[str, Any]] = {}
+        for cand in row.get("candidates", []):
+            text = _scrub(scrub, str(cand["text"]), pii)
+            cid = candidate_id(row["prompt_id"], text)
+            if not text.strip() or cid in texts:
+                skipped["empty_or_duplicate_candidates"] += 1
+                continue
+            texts[cid] = text
+            meta[cid] = {key: cand[key] for key in CANDIDATE_META if key in cand}
+            if cand.get("id") and cand["id"] != cid:
+                meta[cid]["generate_id"] = cand["id"]  # the text changed when scrubbed
+        if len(texts) < k:
+            skipped["prompts_with_fewer_than_k"] += 1
+            continue
+        chosen = sorted(texts)
+        if len(chosen) > k:
+            chosen = sorted(random.Random(f"{seed}:select:{row['prompt_id']}").sample(chosen, k))
+        key = record_key(prompt, [texts[c] for c in chosen])
+        records.append(SlotRecord(
+            external_id=key, prompt_id=str(row["prompt_id"]), prompt=prompt, slots=shuffle_slots(chosen, seed, key),
+            texts={c: texts[c] for c in chosen}, candidates={c: meta[c] for c in chosen},
+        ))
+    return records, dict(skipped), dict(pii)
+
+
+def server_records(http: ArgillaHTTP, dataset_id: str) -> dict[str, dict[str, Any]]:
+    """external id -> fields of every record the dataset holds."""
+    out: dict[str, dict[str, Any]] = {}
+    offset = 0
+    while True:
+        items = http.get(f"/api/v1/datasets/{dataset_id}/records", params={"offset": offset, "limit": PAGE})["items"]
+        for item in items:
+            out[str(item.get("external_id"))] = item["fields"]
+        if len(items) < PAGE:
+            return out
+        offset += len(items)
+
+
+def log_records_idempotent(http: ArgillaHTTP, dataset_id: str, records: list[dict[str, Any]], batch_size: int,
+                           progress: bool = True) -> int:
+    """Upsert ``records`` (keyed by ``external_id``) in batches of at most ``batch_size``; returns how many."""
+    if not 1 <= batch_size <= 500:
+        raise UserError(f"batch_size {batch_size} is outside 1..500 (Argilla's bulk limit)")
+    bar = tqdm(total=len(records), desc="push records", unit="record", disable=not progress)
+    for start in range(0, len(records), batch_size):
+        batch = records[start:start + batch_size]
+        for attempt in range(BUSY_RETRIES + 1):
+            try:
+                http.put(f"/api/v1/datasets/{dataset_id}/records/bulk", json={"items": batch})
+                break
+            except ArgillaAPIError as err:  # SQLite rolled the transaction back: sending it again is safe
+                if err.status != 500 or "database is locked" not in str(err.detail) or attempt == BUSY_RETRIES:
+                    raise
+                time.sleep(0.1 * 2**attempt)
+        bar.update(len(batch))
+    bar.close()
+    return len(records)
+
+
+def _check_existing(http: ArgillaHTTP, dataset_id: str, name: str, fields: list[str], min_submitted: int) -> None:
+    present = {f["name"] for f in http.get(f"/api/v1/datasets/{dataset_id}/fields")["items"]}
+    if not set(fields) <= present:
+        raise UserError(f"dataset '{name}' exists without the fields {sorted(set(fields) - present)}; "
+                        "it was made from another template: push into a new dataset (set dataset=<new name>)")
+    distribution = http.get(f"/api/v1/datasets/{dataset_id}").get("distribution") or {}
+    if int(distribution.get("min_submitted", min_submitted)) != min_submitted:
+        raise UserError(f"dataset '{name}' asks {distribution.get('min_submitted')} annotators per record, the "
+                        f"config {min_submitted}; keep min_submitted={distribution.get('min_submitted')} or use a new dataset")
+
+
+def _candidates_file(path: str | None) -> Path:
+    if not path:
+        raise UserError("push needs candidates=<generate stage folder> (from 'rlhf generate')")
+    file = Path(path)
+    file = file / "candidates.jsonl" if file.is_dir() else file
+    if not file.is_file():
+        raise UserError(f"{file} does not exist; run 'rlhf generate' and pass its run folder as candidates=")
+    return file
+
+
+def run_push(cfg: LabelPushConfig, http: ArgillaHTTP | None = None, progress: bool = True) -> Path:
+    """Push the round (or find it complete); returns the push's run folder (see the module docstring)."""
+    candidates = _candidates_file(cfg.candidates)
+    template = load_template(cfg.template)
+    prompt_field, slot_fields, question = template_layout(template)
+    guidelines = template.guidelines_text()
+    inputs: dict[str, str | Path] = {"candidates": candidates, "template": str(template.source)}
+    if cfg.honeypots.path:
+        inputs["honeypots"] = cfg.honeypots.path
+    run = open_stage(cfg, inputs=inputs)
+    if run.complete:
+        print(f"label push: up to date, skipping ({run.dir})")
+        return run.dir
+    dataset = cfg.dataset or f"{cfg.run.name}-{run.fingerprint[:8]}"
+    min_submitted = cfg.min_submitted or template.min_submitted
+    scrub = load_scrubber(cfg.scrubber)
+    records, skipped, pii = plan_records(read_candidates(candidates), len(slot_fields), cfg.run.seed, scrub,
+                                         cfg.max_prompts)
+    pots = []
+    if cfg.honeypots.path:
+        pots += load_honeypots(cfg.honeypots.path, len(slot_fields))
+    if cfg.honeypots.demo:
+        pots += demo_honeypots(cfg.honeypots.demo, len(slot_fields), cfg.run.seed, cfg.honeypots.min_gap)
+    records += honeypot_records(pots, cfg.run.seed, scrub)
+    random.Random(f"{cfg.run.seed}:order").shuffle(records)
+    if not records:
+        raise UserError(f"no prompt in {candidates} has {len(slot_fields)} distinct candidates ({skipped}); "
+                        f"generate more per prompt (sampling.n) or use a template with fewer slots")
+    keys = [r.external_id for r in records]
+    if len(set(keys)) != len(keys):
+        raise UserError(f"{candidates} holds the same prompt and candidates twice; de-duplicate the prompts")
+
+    client = http if http is not None else connect(cfg.argilla, cfg.service)
+    try:
+        with run.lock():
+            dataset_id = find_dataset(client, dataset, cfg.workspace)
+            if dataset_id is None:
+                dataset_id = create_dataset(client, template, dataset, cfg.workspace, min_submitted=min_submitted)
+            else:
+                _check_existing(client, dataset_id, dataset, [prompt_field, *slot_fields], min_submitted)
+            stored = server_records(client, dataset_id)
+            foreign = set(stored) - set(keys)
+            if foreign:
+                raise UserError(f"dataset '{dataset}' holds {len(foreign)} records that are not in this round; "
+                                "push into a new dataset (set dataset=<new name>)")
+            records = [adopt_server_order(r, stored[r.external_id], slot_fields) if r.external_id in stored else r
+                       for r in records]
+            write_slot_map(run.path(SLOT_MAP), records)
+            names = {m.name for m in template.metadata}
+            missing = [{"external_id": r.external_id, "fields": r.fields(prompt_field, slot_fields),
+                        "metadata": {k: v for k, v in (("round", dataset), ("prompt_id", r.prompt_id)) if k in names}}
+                       for r in records if r.external_id not in stored]
+            log_records_idempotent(client, dataset_id, missing, cfg.batch_size, progress)
+            total = client.get(f"/api/v1/datasets/{dataset_id}/records", params={"limit": 1})["total"]
+            if total != len(records):
+                raise UserError(f"dataset '{dataset}' holds {total} records after the push, expected {len(records)}; "
+                                "another push may be writing into it: run this push again when it is done")
+            info = {
+                "dataset": dataset, "dataset_id": dataset_id, "workspace": cfg.workspace, "api_url": client.api_url,
+                "template": template.name, "prompt_field": prompt_field, "slot_fields": list(slot_fields),
+                "ranking_question": question, "min_submitted": min_submitted, "records": len(records),
+                "honeypots": len(pots), "prompts_skipped": skipped, "pii_replaced": pii,
+                "logged_now": len(missing), "already_present": len(records) - len(missing),
+                "guidelines_sha256": hashlib.sha256(guidelines.encode("utf-8")).hexdigest(),
+            }
+            atomic_write_text(run.path("guidelines.md"), guidelines)
+            atomic_write_json(run.path(PUSH_INFO), info)
+            run.finish([SLOT_MAP, PUSH_INFO, "guidelines.md"],
+                       metrics={"label/records": len(records), "label/honeypots": len(pots),
+                                "label/logged_now": len(missing)})
+    finally:
+        if http is None:
+            client.close()
+    print(f"label push: {len(records)} records ({len(pots)} honeypots, {len(missing)} logged now) in dataset "
+          f"'{dataset}' of workspace '{cfg.workspace}', {min_submitted} annotators per record -> {run.dir}")
+    if skipped or pii:
+        print(f"label push: skipped {json.dumps(skipped)}; PII spans replaced {json.dumps(pii)}")
+    return run.dir
