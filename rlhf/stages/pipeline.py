@@ -120,7 +120,9 @@ class PipelineConfig(StrictModel):
 
 def _validated(stage: str, data: dict, source: str):
     from rlhf.config import stage_config_class
+    from rlhf.stages import load_stage_modules
 
+    load_stage_modules()
     return validate_config(stage_config_class(stage), {**data, "stage": stage}, source=source)
 
 
