@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "rlhf.stages.prepare",
     "rlhf.commands.train_cmd",
     "rlhf.stages.generate",
+    "rlhf.labeling.cli",
     "rlhf.stages.evaluate",
     "rlhf.stages.report",
     "rlhf.commands.submit_cmd",

@@ -66,7 +66,7 @@ def per_device_batch_size(global_batch: int, num_workers: int, grad_accum: int) 
     shards = num_workers * grad_accum
     if global_batch % shards:
         raise ValueError(f"train.batch_size ({global_batch}) must be divisible by ray.num_workers x train.grad_accum "
-                        f"({num_workers} x {grad_accum}); change one of them")
+                         f"({num_workers} x {grad_accum}); change one of them")
     return global_batch // shards
 
 

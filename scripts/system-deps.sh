@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install the Debian packages the project runs beside Python: redis-server (the labeling service's queue),
-# chromium (browser tests and report screenshots), g++/ninja for DeepSpeed's communication op. Skips what is
+# chromium (browser tests and report screenshots), g++/ninja for DeepSpeed's communication op, postgresql
+# (the search engine's PostgreSQL contract tests). Skips what is
 # present; needs root (or sudo) only when something is missing.
 set -euo pipefail
 need=()
@@ -8,6 +9,7 @@ command -v redis-server >/dev/null 2>&1 || need+=(redis-server)
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v g++ >/dev/null 2>&1 || need+=(g++)
 command -v ninja >/dev/null 2>&1 || need+=(ninja-build)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 if ((${#need[@]} == 0)); then
     exit 0
 fi

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -29,26 +30,44 @@ def test_entrypoint_is_the_local_command_with_an_absolute_root():
 def two_node_cluster():
     from ray.cluster_utils import Cluster
 
+    # Nodes started from the project venv, as `ray start` from an activated venv would be: the job's
+    # `python` is the venv's.
+    os.environ["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
     dashboard_port = free_port()
     cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": 1, "include_dashboard": True, "dashboard_port": dashboard_port, "dashboard_host": "127.0.0.1",
-        "object_store_memory": 200 * 1024 * 1024, "resources": {"head": 1}})
-    cluster.add_node(num_cpus=1, object_store_memory=200 * 1024 * 1024, resources={"worker_node": 1})
+        "num_cpus": 2, "include_dashboard": True, "dashboard_port": dashboard_port, "dashboard_host": "127.0.0.1",
+        "dashboard_agent_listen_port": free_port(), "object_store_memory": 200 * 1024 * 1024})
+    cluster.add_node(num_cpus=1, object_store_memory=200 * 1024 * 1024, dashboard_agent_listen_port=free_port())
     cluster.wait_for_nodes()
     yield f"http://127.0.0.1:{dashboard_port}"
     cluster.shutdown()
 
 
+PPO_TINY = [
+    "reward.function=rlhf.world.demo:gold_rubric", "algorithm.advantage=reinforce_pp", "rollout.prompts_per_step=4",
+    "rollout.n=2", "rollout.max_new_tokens=8", "learner.micro_batch_size=4", "algorithm.mini_batch_size=8",
+    "learner.lr=1e-3", "train.steps=2", "eval.prompts=0", "data.demo_prompts=16", "train.progress=false",
+    "sync.method=broadcast", "resources.colocate=[[policy, reference, reward]]", "resources.reference.num_cpus=0.5",
+    "resources.reward.num_cpus=0.5",
+]
+
+
 @pytest.mark.slow
-def test_submit_prepare_stage_to_cluster(two_node_cluster, tmp_path):
+def test_submit_ppo_stage_to_two_node_cluster(two_node_cluster, tmp_path):
     root = tmp_path / "runs"
     proc = subprocess.run(
-        [sys.executable, "-m", "rlhf.cli", "submit", "prepare", "configs/prepare/demo.yaml", "source.demo_prompts=80",
-         "--address", two_node_cluster, "--run-root", str(root), "--timeout", "300"],
-        capture_output=True, text=True, cwd=REPO, timeout=400)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "SUCCEEDED" in proc.stdout and "prepare:" in proc.stdout  # the stage's own log line, followed
-    manifests = list(root.glob("prepare/*/manifest.json"))
-    assert len(manifests) == 1
+        [sys.executable, "-m", "rlhf.cli", "submit", "ppo", *PPO_TINY, "run.name=submitted",
+         "--address", two_node_cluster, "--run-root", str(root), "--timeout", "500"],
+        capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "SUCCEEDED" in proc.stdout
+    manifests = list(root.glob("ppo/submitted-*/manifest.json"))
+    assert len(manifests) == 1, proc.stdout[-3000:]
+    run_dir = manifests[0].parent
     manifest = json.loads(manifests[0].read_text())
-    assert manifest["config"]["source"]["demo_prompts"] == 80
+    assert manifest["config"]["train"]["steps"] == 2
+    assert (run_dir / "model" / "config.json").is_file()
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "rollout/score_mean" in r] == [1, 2]
+    placement = json.loads((run_dir / "placement.json").read_text())
+    assert placement["rollout"] and placement["policy"]

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Submit one pipeline stage to a running Ray cluster with the Ray CLI (one entrypoint per stage).
-#   RAY_ADDRESS=http://HEAD:8265 RUN_ROOT=/shared/runs jobs/ray/submit.sh ppo configs/ppo/demo.yaml train.lr=1e-6
+#   RAY_ADDRESS=http://HEAD:8265 RUN_ROOT=/shared/runs jobs/ray/submit.sh ppo configs/ppo/demo.yaml learner.lr=1e-6
 # `rlhf submit STAGE ...` does the same from Python and follows the logs.
 # RUN_ROOT must be a folder every node shares (NFS, a mounted bucket, a PVC).
 set -euo pipefail

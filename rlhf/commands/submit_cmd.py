@@ -72,7 +72,9 @@ def submit_stage(
     runtime_env = {
         "working_dir": working_dir,
         "excludes": EXCLUDES,
-        "env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", **(env or {})},
+        # The stage's own ray.init adds worker variables; let them merge with the job's.
+        "env_vars": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "RAY_OVERRIDE_JOB_RUNTIME_ENV": "1",
+                     **(env or {})},
     }
     entrypoint = build_entrypoint(stage, config, overrides, run_root)
     job_id = _submit_with_retry(client, entrypoint, runtime_env, stage)

@@ -209,9 +209,10 @@ def _help(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
-from rlhf.labeling.loop_cli import LOOP_REGISTRARS  # noqa: E402  (push, simulate, status, pull)
+from rlhf.labeling.loop_cli import LOOP_REGISTRARS  # the preference loop: push, simulate, status, pull
 
-REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [_add_serve, _add_users, _add_workspaces, *LOOP_REGISTRARS]
+REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_serve, _add_users, _add_workspaces, *LOOP_REGISTRARS]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

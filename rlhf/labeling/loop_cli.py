@@ -27,11 +27,14 @@ __all__ = ["LOOP_REGISTRARS"]
 STATUS_STAGES = ("label_pull", "label_simulate")
 
 
-def _options(parser: argparse.ArgumentParser, stage: str) -> None:
+def _options(parser: argparse.ArgumentParser, stage: str, accepts: str | None = None) -> None:
+    """``-c/--config`` and ``-s/--set`` as in every ``rlhf label`` command, with the stage's keys in --help."""
     from rlhf.commands.common import config_epilog
-    from rlhf.labeling.cli import add_config_options
 
-    add_config_options(parser)
+    parser.add_argument("-c", "--config", default=None,
+                        help=f"YAML config with 'stage: {accepts or stage}' (default: built-in)")
+    parser.add_argument("-s", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="dotted override, repeatable, e.g. -s push=runs/label_push/demo-1a2b3c4d5e6f")
     parser.epilog = config_epilog(stage)
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
 
@@ -61,7 +64,8 @@ def _status(args: argparse.Namespace) -> int:
 
     cfg = _config(args, None if args.config else "label_pull")
     if cfg.stage not in STATUS_STAGES:
-        raise UserError(f"{args.config} configures stage '{cfg.stage}'; status takes a label_pull or label_simulate file")
+        raise UserError(f"{args.config} configures stage '{cfg.stage}'; "
+                        "status takes a label_pull or label_simulate file")
     push = read_push(cfg.push)
     with connect(cfg.argilla, cfg.service) as http:
         status = round_status(http, push, load_pseudonym_key(cfg.service))
@@ -90,7 +94,7 @@ def _add_simulate(groups: argparse._SubParsersAction) -> None:
 
 def _add_status(groups: argparse._SubParsersAction) -> None:
     parser = groups.add_parser("status", help="progress of a round, overall and per annotator (with pseudonyms)")
-    _options(parser, "label_pull")
+    _options(parser, "label_pull", accepts="label_pull' or 'stage: label_simulate")
     parser.add_argument("--json", action="store_true", help="print JSON")
     parser.set_defaults(func=_status)
 

@@ -25,6 +25,7 @@ class HoneypotConfig(StrictModel):
     path: str | None = Field(None, description="JSONL of honeypots: {prompt, responses: [{text, rank}]} per line")
     demo: int = Field(0, ge=0, description="demo-world honeypots to add, ordered by the gold rubric")
     min_gap: float = Field(0.15, gt=0.0, le=1.0, description="least gold-score gap between demo honeypot responses")
+    seed: int = Field(0, description="seed of the demo honeypots (a bank shared by rounds, apart from run.seed)")
 
 
 @register_stage_config("label_push")
@@ -65,7 +66,8 @@ class LabelSimulateConfig(StrictModel):
     tie_rate: float = Field(0.02, ge=0.0, lt=1.0,
                             description="probability that two neighbours in a bot's order share a rank")
     rubric: str = Field("rlhf.world.demo:gold_rubric", description="module:function (prompt, reply) -> score")
-    username_prefix: str = Field("bot", pattern=r"^[a-z0-9][a-z0-9-]*$", description="bot usernames: <prefix>-<role>-<i>")
+    username_prefix: str = Field("bot", pattern=r"^[a-z0-9][a-z0-9-]*$",
+                                 description="bot usernames: <prefix>-<role>-<i>")
     max_per_bot: int = Field(0, ge=0, description="responses per bot in this run (0: until its queue is empty)")
     batch: int = Field(5, ge=1, le=100, description="records a bot takes from its queue per turn")
     argilla: ArgillaConfig = Field(default_factory=ArgillaConfig)
@@ -86,7 +88,8 @@ class QualityThresholds(StrictModel):
     bias_p: float = Field(0.01, gt=0.0, lt=1.0, description="slot-A binomial test p-value below which to flag")
     careless_agreement: float = Field(0.6, ge=0.0, le=1.0,
                                       description="leave-one-out agreement below which to flag 'careless'")
-    honeypot_accuracy: float = Field(0.7, ge=0.0, le=1.0, description="honeypot accuracy below which to flag 'careless'")
+    honeypot_accuracy: float = Field(0.7, ge=0.0, le=1.0,
+                                     description="honeypot accuracy below which to flag 'careless'")
 
 
 @register_stage_config("label_pull")

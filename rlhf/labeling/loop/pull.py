@@ -11,8 +11,9 @@ Method
    ``updated_at``). Pulling again with nothing new finds the complete folder and does nothing; anything new
    gives a new folder. A finished snapshot is never written again.
 3. **Incremental**: the newest earlier snapshot of the same push is the baseline. Responses whose id and
-   ``updated_at`` it already holds are taken over from it unchanged; only new or changed ones are
-   processed (slots mapped back to candidates, annotator pseudonymised, free text re-scrubbed for PII).
+   ``updated_at`` it already holds are taken over from it unchanged (when it used the same pseudonym key
+   and scrubber); only new or changed ones are processed (slots mapped back to candidates, annotator
+   pseudonymised, free text re-scrubbed for PII).
    ``snapshot.json`` lists what is new, changed and gone since the baseline. Every snapshot still holds
    every current response, so it stands alone for training.
 4. **Aggregate**: each submitted ranking becomes a :class:`~rlhf.preferences.votes.RankingVote` over
@@ -204,8 +205,8 @@ def run_pull(cfg: LabelPullConfig, http: ArgillaHTTP | None = None) -> Path:
     pairs = build_pairs(votes, slot_map, cfg.aggregation, cfg.min_agreement, cfg.min_votes, excluded,
                         {"dataset": push.dataset, "snapshot": run.dir.name})
     if not pairs:
-        raise UserError(f"no training pairs from {len(votes)} submitted rankings of dataset '{push.dataset}' (all ties, "
-                        "honeypots or below min_agreement); annotate more, then pull again")
+        raise UserError(f"no training pairs from {len(votes)} submitted rankings of dataset '{push.dataset}' "
+                        "(all ties, honeypots or below min_agreement); annotate more, then pull again")
     statuses = Counter(r["status"] for r in rows)
     summary = {
         "dataset": push.dataset, "dataset_id": push.dataset_id, "push": str(push.folder),
@@ -231,6 +232,7 @@ def run_pull(cfg: LabelPullConfig, http: ArgillaHTTP | None = None) -> Path:
             "label/pairs": len(pairs), "label/pairwise_agreement": report.pairwise_agreement,
             "label/tie_rate": report.tie_rate, "label/slot_a_rate": report.slot_a_rate})
     flagged = {flag: report.flagged(flag) for flag in ("careless", "position_bias")}
-    print(f"label pull: {len(rows)} responses ({changes['new']} new, {changes['changed']} changed), {len(pairs)} pairs, "
-          f"agreement {report.pairwise_agreement}, flagged {flagged} -> {run.dir}")
+    agreement = "n/a" if report.pairwise_agreement is None else f"{report.pairwise_agreement:.2f}"
+    print(f"label pull: {len(rows)} responses ({changes['new']} new, {changes['changed']} changed), "
+          f"{len(pairs)} pairs, pairwise agreement {agreement}, flagged {flagged} -> {run.dir}")
     return run.dir

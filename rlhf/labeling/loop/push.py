@@ -35,7 +35,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from rlhf.artifacts import atomic_write_json, atomic_write_text
+from rlhf.artifacts import StageRun, atomic_write_json, atomic_write_text
 from rlhf.data.pii import ScrubResult, load_scrubber, run_scrubber
 from rlhf.errors import UserError
 from rlhf.labeling.http import ArgillaAPIError, ArgillaHTTP
@@ -47,7 +47,7 @@ from rlhf.labeling.templates import DatasetTemplate, create_dataset, find_datase
 from rlhf.stages.common import open_stage
 from rlhf.stages.generate import candidate_id, read_candidates
 
-__all__ = ["log_records_idempotent", "plan_records", "run_push", "server_records", "template_layout"]
+__all__ = ["log_records_idempotent", "open_push", "plan_records", "run_push", "server_records", "template_layout"]
 
 BUSY_RETRIES = 6
 PAGE = 1000
@@ -151,7 +151,8 @@ def _check_existing(http: ArgillaHTTP, dataset_id: str, name: str, fields: list[
     distribution = http.get(f"/api/v1/datasets/{dataset_id}").get("distribution") or {}
     if int(distribution.get("min_submitted", min_submitted)) != min_submitted:
         raise UserError(f"dataset '{name}' asks {distribution.get('min_submitted')} annotators per record, the "
-                        f"config {min_submitted}; keep min_submitted={distribution.get('min_submitted')} or use a new dataset")
+                        f"config {min_submitted}; keep min_submitted={distribution.get('min_submitted')} "
+                        "or use a new dataset")
 
 
 def _candidates_file(path: str | None) -> Path:
@@ -164,16 +165,22 @@ def _candidates_file(path: str | None) -> Path:
     return file
 
 
+def open_push(cfg: LabelPushConfig) -> StageRun:
+    """The push's run (folder and completeness) for ``cfg``, without contacting Argilla."""
+    inputs: dict[str, str | Path] = {"candidates": _candidates_file(cfg.candidates),
+                                     "template": str(load_template(cfg.template).source)}
+    if cfg.honeypots.path:
+        inputs["honeypots"] = cfg.honeypots.path
+    return open_stage(cfg, inputs=inputs)
+
+
 def run_push(cfg: LabelPushConfig, http: ArgillaHTTP | None = None, progress: bool = True) -> Path:
     """Push the round (or find it complete); returns the push's run folder (see the module docstring)."""
     candidates = _candidates_file(cfg.candidates)
     template = load_template(cfg.template)
     prompt_field, slot_fields, question = template_layout(template)
     guidelines = template.guidelines_text()
-    inputs: dict[str, str | Path] = {"candidates": candidates, "template": str(template.source)}
-    if cfg.honeypots.path:
-        inputs["honeypots"] = cfg.honeypots.path
-    run = open_stage(cfg, inputs=inputs)
+    run = open_push(cfg)
     if run.complete:
         print(f"label push: up to date, skipping ({run.dir})")
         return run.dir
@@ -186,7 +193,7 @@ def run_push(cfg: LabelPushConfig, http: ArgillaHTTP | None = None, progress: bo
     if cfg.honeypots.path:
         pots += load_honeypots(cfg.honeypots.path, len(slot_fields))
     if cfg.honeypots.demo:
-        pots += demo_honeypots(cfg.honeypots.demo, len(slot_fields), cfg.run.seed, cfg.honeypots.min_gap)
+        pots += demo_honeypots(cfg.honeypots.demo, len(slot_fields), cfg.honeypots.seed, cfg.honeypots.min_gap)
     records += honeypot_records(pots, cfg.run.seed, scrub)
     random.Random(f"{cfg.run.seed}:order").shuffle(records)
     if not records:

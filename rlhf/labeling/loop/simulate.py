@@ -139,7 +139,7 @@ def run_simulate(cfg: LabelSimulateConfig, http: ArgillaHTTP | None = None) -> l
         for profile in profiles:
             clients[profile.username] = _bot_client(owner, profile, push.workspace)
         answered: dict[str, set[str]] = {p.username: set() for p in profiles}
-        active = [p for p in profiles]
+        active = list(profiles)
         while active:
             for profile in list(active):
                 client = clients[profile.username]

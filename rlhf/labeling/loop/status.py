@@ -47,8 +47,8 @@ class RoundStatus:
     def describe(self) -> str:
         """A short table for the terminal."""
         share = self.completed / self.records if self.records else 0.0
-        lines = [f"dataset '{self.dataset}': {self.completed} of {self.records} records completed ({share:.0%}), "
-                 f"{self.pending} pending; {self.min_submitted} annotators per record"]
+        lines = [(f"dataset '{self.dataset}': {self.completed} of {self.records} records completed ({share:.0%}), "
+                  f"{self.pending} pending; {self.min_submitted} annotators per record")]
         if not self.annotators:
             return "\n".join([*lines, "no responses yet"])
         width = max(len(a.username) for a in self.annotators)
