@@ -161,16 +161,14 @@ def _labeling(cfg: PipelineConfig, round_no: int, candidates: Path, clock: _Cloc
     """Push, annotate (bots or people) and pull; the service is started only when there is work for it."""
     from rlhf.labeling.config import LabelingConfig
     from rlhf.labeling.loop.pull import find_previous, run_pull
-    from rlhf.labeling.loop.push import run_push
+    from rlhf.labeling.loop.push import open_push, run_push
     from rlhf.labeling.loop.simulate import run_simulate
     from rlhf.labeling.service import start_service
 
     label_cfg: LabelingConfig = _validated("label", cfg.label, "pipeline section 'label'")
     wiring = {"service": label_cfg.service.model_dump(), "argilla": label_cfg.argilla.model_dump()}
     push_cfg = cfg.stage_config("label_push", {**wiring, "candidates": str(candidates)}, round_no)
-    from rlhf.stages.common import open_stage
-
-    push_run = open_stage(push_cfg, inputs={"candidates": candidates})
+    push_run = open_push(push_cfg)
     if push_run.complete and not cfg.wait_for_humans:
         previous = find_previous(Path(cfg.run.root).resolve(), push_run.dir)
         if previous is not None:

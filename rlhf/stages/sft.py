@@ -230,14 +230,15 @@ def _sample_and_score(cfg: SFTConfig, model, tokenizer, run: StageRun) -> dict[s
     """Sample replies to held-out demo prompts and summarise their rubric scores."""
     import statistics
 
-    from rlhf.models.generation import sample_replies
+    from rlhf.rollout import SamplingParams, TransformersRolloutEngine
     from rlhf.utils.callables import load_callable
     from rlhf.world.demo import generate_prompts
 
     rubric = load_callable(cfg.sample.rubric)
     prompts = [p.text for p in generate_prompts(cfg.sample.prompts, seed=cfg.run.seed + 10_000)]
-    replies = sample_replies(model, tokenizer, prompts, max_new_tokens=cfg.sample.max_new_tokens,
-                             temperature=cfg.sample.temperature, seed=cfg.run.seed)
+    engine = TransformersRolloutEngine(model, tokenizer)
+    params = SamplingParams(temperature=cfg.sample.temperature, max_new_tokens=cfg.sample.max_new_tokens)
+    replies = engine.generate(prompts, params, seed=cfg.run.seed)
     scores = [float(rubric(p, r.text)) for p, r in zip(prompts, replies)]
     lines = "".join(json.dumps({"prompt": p, "reply": r.text, "gold": s, "finished": r.finished}) + "\n"
                     for p, r, s in zip(prompts, replies, scores))

@@ -79,7 +79,7 @@ def response_row(response: dict[str, Any], slot: SlotRecord, push: PushInfo, ann
             ranks = slot.ranks(ranking, push.slot_fields)
         except ValueError as err:
             invalid = str(err)
-    rationale = (values.get("rationale") or {}).get("value")
+    rationale = (values.get("rationale") or values.get("comment") or {}).get("value")  # ranking-v2, ranking-v1
     return {
         "response_id": str(response["id"]), "record": slot.external_id, "prompt_id": slot.prompt_id,
         "annotator": annotator, "status": response["status"], "honeypot": slot.honeypot,
