@@ -81,9 +81,11 @@ def connect_ray(address: str | None, num_cpus: int, object_store_mb: int) -> boo
     if target:
         ray.init(address=target, runtime_env={"env_vars": env}, log_to_driver=True)
         return False
+    # address="local": a new instance even when another local Ray runs (ray.init() alone would join it).
     # Without the dashboard Ray's state API is down, and Ray Train's placement-group cleaner would warn about
     # it every second: a local Ray logs errors only.
-    ray.init(num_cpus=max(2, num_cpus), include_dashboard=False, object_store_memory=object_store_mb * MIB,
+    ray.init(address="local", num_cpus=max(2, num_cpus), include_dashboard=False,
+             object_store_memory=object_store_mb * MIB,
              runtime_env={"env_vars": env}, log_to_driver=True, logging_config=ray.LoggingConfig(log_level="ERROR"))
     return True
 
@@ -107,6 +109,9 @@ def run_on_ray(train_fn: Callable[[dict[str, Any]], None], payload: dict[str, An
                           settings.object_store_mb)
     env = {key: os.environ[key] for key in WORKER_ENV_VARS if key in os.environ}
     env["OMP_NUM_THREADS"] = str(settings.cpus_per_worker)
+    # Ray Train's print patch also logs text that libraries print into a captured stdout (datasets hashing a
+    # function through dill prints its disassembly there); plain stdout reaches the driver all the same.
+    env["RAY_TRAIN_ENABLE_PRINT_PATCH"] = "0"
     result_file = Path(storage).resolve() / f"{name}-result.json"
     result_file.unlink(missing_ok=True)
     trainer = TorchTrainer(

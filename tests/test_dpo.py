@@ -61,13 +61,15 @@ def test_two_worker_zero2_dpo_trains_and_reports_win_rate(tmp_path):
     cmd = [sys.executable, "-m", "rlhf.cli", "train", "dpo", f"run.root={root}", "data.demo_prompts=24",
            "data.demo_candidates=3", "train.batch_size=8", "train.max_steps=4", "train.save_steps=2",
            "train.logging_steps=1", "train.lr=1e-3", "ray.num_workers=2", "deepspeed.zero_stage=2",
-           "loss.type=robust", "loss.label_smoothing=agreement", "eval.prompts=6", "eval.max_new_tokens=12",
+           "data.demo_annotators=5", "data.demo_noise=0.2", "loss.type=robust", "loss.label_smoothing=agreement",
+           "loss.sft_weight=0.5", "eval.prompts=6", "eval.max_new_tokens=12",
            "eval.bootstrap=50", *TINY]
     done = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     stage_dir = next(root.glob("dpo/*/manifest.json")).parent
     metrics = json.loads((stage_dir / "metrics.json").read_text())
-    assert metrics["train/global_step"] == 4 and metrics["train/label_smoothing"] == 0.0
+    assert metrics["train/global_step"] == 4
+    assert 0.0 < metrics["train/label_smoothing"] < 0.5  # noisy annotators: some votes against the majority
     logged = [json.loads(line) for line in (stage_dir / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in logged if "train/loss" in row] == [1, 2, 3, 4]
     assert any("rewards/margins" in row for row in logged)

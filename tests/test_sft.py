@@ -19,9 +19,15 @@ SMALL = ["data.demo_examples=600", "train.max_steps=40", "train.save_steps=8", "
          "train.logging_steps=2", "sample.prompts=4", "sample.max_new_tokens=24"]
 
 
+# Process-group variables that an in-process DeepSpeed test may have set; a fresh CLI process must not
+# inherit them (it would try to join that group's port).
+DIST_VARS = ("RANK", "LOCAL_RANK", "WORLD_SIZE", "LOCAL_WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+
+
 def _rlhf(*args: str, **kw) -> subprocess.Popen:
+    env = {k: v for k, v in os.environ.items() if k not in DIST_VARS}
     return subprocess.Popen([sys.executable, "-m", "rlhf.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, **kw)
+                            stderr=subprocess.STDOUT, text=True, env=env, **kw)
 
 
 def _wait_for_checkpoint(root: Path, proc: subprocess.Popen, timeout: float = 240.0) -> Path:
@@ -61,7 +67,8 @@ def test_kill9_leaves_nothing_complete_and_rerun_resumes(tmp_path):
 
     # Lineage of the checkpoint names the corpus hash and the config.
     lineage = subprocess.run([sys.executable, "-m", "rlhf.cli", "lineage", str(stage_dir / "model"), "--config"],
-                             capture_output=True, text=True, check=True).stdout
+                             capture_output=True, text=True, check=True,
+                             env={k: v for k, v in os.environ.items() if k not in DIST_VARS}).stdout
     corpus_hash = manifest["inputs"]["corpus"]["hash"]
     assert f"input corpus: {manifest['inputs']['corpus']['path']} sha256:{corpus_hash[:16]}" in lineage
     assert '"max_steps": 40' in lineage and "stage sft" in lineage

@@ -178,7 +178,10 @@ def split_pairs(pairs: list[PreferencePair], eval_fraction: float, seed: int
     for pair in pairs:
         side = pair.split
         if side is None:
-            bucket = int(hashlib.sha256(f"{seed}:{pair.prompt_id}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
+            # Salted apart from the prepare stage's prompt split, which hashes the same ids with the same seed:
+            # unsalted, every prompt that prepare kept for training would land on the training side here too.
+            key = f"pairs-split:{seed}:{pair.prompt_id}"
+            bucket = int(hashlib.sha256(key.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
             side = "eval" if bucket < eval_fraction else "train"
         (held if side == "eval" else train).append(pair)
     return train, held

@@ -155,9 +155,9 @@ def run_dpo(cfg: DPOConfig) -> Path:
     from rlhf.models.loader import resolve_model_path
 
     source, pairs, summary = prepare_pairs(
-        cfg.data.path, cfg.data.format, cfg.run.root, cfg.run.seed,
-        {"prompts": cfg.data.demo_prompts, "candidates": cfg.data.demo_candidates,
-         "annotators": cfg.data.demo_annotators, "noise": cfg.data.demo_noise})
+        cfg.data.path, cfg.data.format, cfg.run.root, cfg.run.seed, demo_prompts=cfg.data.demo_prompts,
+        demo_candidates=cfg.data.demo_candidates, demo_annotators=cfg.data.demo_annotators,
+        demo_noise=cfg.data.demo_noise)
     base = resolve_model_path(cfg.model.name_or_path, cfg.model.tiny)
     run = open_stage(cfg, inputs={"pairs": source, "policy": base})
     if run.complete:

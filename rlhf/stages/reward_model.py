@@ -95,7 +95,8 @@ class PreferenceTrainConfig(StrictModel):
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
     logging_steps: int = Field(10, ge=1, description="log every N steps")
     save_steps: int = Field(50, ge=1, description="checkpoint every N steps (resume point after a crash)")
-    eval_steps: int = Field(0, ge=0, description="evaluate on held-out pairs every N steps (0: only at the end)")
+    eval_steps: int = Field(0, ge=0, description="log the loss on held-out pairs every N steps (0: not during "
+                            "training)")
 
 
 class RMEvalConfig(StrictModel):
@@ -105,8 +106,8 @@ class RMEvalConfig(StrictModel):
     calibration_bins: int = Field(10, ge=1, description="probability bins of the ECE")
     stats_max_responses: int = Field(2000, ge=10, description="training responses scored for reward_stats.json")
     best_of_n: list[int] = Field([1, 2, 4, 8, 16], description="n values of the best-of-n curve (divide the largest)")
-    best_of_n_prompts: int | None = Field(None, ge=0, description="held-out demo prompts for best-of-n "
-                                          "(default 64 on demo-world data, 0 with format=hh)")
+    best_of_n_prompts: int | None = Field(None, ge=0, description="held-out demo-world prompts of the best-of-n "
+                                          "curve, each with demo-world candidates (default 64; 0 with format=hh)")
     batch_size: int = Field(64, ge=1, description="scoring batch size")
 
     @model_validator(mode="after")
@@ -144,12 +145,11 @@ class RMConfig(StrictModel):
         return self
 
 
-def prepare_pairs(path: str | None, fmt: str, root: str, seed: int, demo: dict[str, float]
-                  ) -> tuple[Path, list[PreferencePair], dict[str, Any]]:
+def prepare_pairs(path: str | None, fmt: str, root: str, seed: int, *, demo_prompts: int, demo_candidates: int,
+                  demo_annotators: int, demo_noise: float) -> tuple[Path, list[PreferencePair], dict[str, Any]]:
     """(input path for lineage, pairs, source summary) for a snapshot, an HH file or demo-world pairs."""
     if path is None:
-        pairs = demo_pairs(int(demo["prompts"]), int(demo["candidates"]), seed=seed,
-                           annotators=int(demo["annotators"]), noise=float(demo["noise"]))
+        pairs = demo_pairs(demo_prompts, demo_candidates, seed=seed, annotators=demo_annotators, noise=demo_noise)
         tmp = Path(root) / "pairs" / f".demo-{os.getpid()}"
         write_pairs(tmp, pairs)
         folder = Path(root) / "pairs" / f"demo-{hash_path(tmp / 'pairs.jsonl')[:16]}"
@@ -165,11 +165,8 @@ def prepare_pairs(path: str | None, fmt: str, root: str, seed: int, demo: dict[s
     if fmt == "hh":
         pairs, summary = pairs_from_hh(source)
         return source, pairs, {"source": "hh-rlhf", **summary}
-    return source, read_pairs(source), {"source": "pairs", "pairs": None}
-
-
-def _is_demo(pairs: list[PreferencePair]) -> bool:
-    return all(p.provenance.get("source") == "demo" or "intent" in p.provenance for p in pairs[:50])
+    pairs = read_pairs(source)
+    return source, pairs, {"source": "pairs", "pairs": len(pairs)}
 
 
 def _margin(pair: PreferencePair, mode: str, scale: float) -> float:
@@ -215,9 +212,9 @@ def run_reward_model(cfg: RMConfig) -> Path:
     from rlhf.models.loader import resolve_model_path
 
     source, pairs, summary = prepare_pairs(
-        cfg.data.path, cfg.data.format, cfg.run.root, cfg.run.seed,
-        {"prompts": cfg.data.demo_prompts, "candidates": cfg.data.demo_candidates,
-         "annotators": cfg.data.demo_annotators, "noise": cfg.data.demo_noise})
+        cfg.data.path, cfg.data.format, cfg.run.root, cfg.run.seed, demo_prompts=cfg.data.demo_prompts,
+        demo_candidates=cfg.data.demo_candidates, demo_annotators=cfg.data.demo_annotators,
+        demo_noise=cfg.data.demo_noise)
     base = resolve_model_path(cfg.model.name_or_path, cfg.model.tiny)
     run = open_stage(cfg, inputs={"pairs": source, "base_model": base})
     if run.complete:
@@ -271,7 +268,7 @@ def _train(cfg: RMConfig, run: StageRun, pairs: list[PreferencePair], summary: d
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
 
-    report = _evaluate(cfg, target, train_pairs, eval_pairs, is_demo=summary["source"] == "demo" or _is_demo(pairs))
+    report = _evaluate(cfg, target, train_pairs, eval_pairs)
     atomic_write_json(target / REWARD_STATS_FILE, report.pop("reward_stats"))
     atomic_write_json(run.path("eval.json"), report)
     metrics = {"train/global_step": final.get("global_step"), "train/final_loss": final.get("final_loss"),
@@ -345,8 +342,8 @@ def reward_scores(model, tokenizer, conversations: list[list[dict[str, str]]], r
     return out
 
 
-def _evaluate(cfg: RMConfig, model_dir: Path, train_pairs: list[PreferencePair], eval_pairs: list[PreferencePair],
-              is_demo: bool) -> dict[str, Any]:
+def _evaluate(cfg: RMConfig, model_dir: Path, train_pairs: list[PreferencePair], eval_pairs: list[PreferencePair]
+              ) -> dict[str, Any]:
     """Held-out accuracy (overall, by agreement), calibration, length bias, reward stats, best-of-n."""
     import numpy as np
 
@@ -388,7 +385,9 @@ def _evaluate(cfg: RMConfig, model_dir: Path, train_pairs: list[PreferencePair],
         "calibration": rm_eval.calibration_bins(probs, agreement, cfg.eval.calibration_bins),
         "reward_stats": {**rm_eval.reward_stats(train_rewards), "source": "training responses (chosen and rejected)"},
     }
-    prompts = cfg.eval.best_of_n_prompts if cfg.eval.best_of_n_prompts is not None else (64 if is_demo else 0)
+    prompts = cfg.eval.best_of_n_prompts
+    if prompts is None:
+        prompts = 0 if cfg.data.format == "hh" else 64
     if prompts and cfg.eval.best_of_n:
         curve = _best_of_n(model, tokenizer, prompts, max(cfg.eval.best_of_n), cfg.run.seed, cfg.eval.batch_size)
         report["best_of_n"] = rm_eval.best_of_n_curve(*curve, cfg.eval.best_of_n)
