@@ -38,7 +38,6 @@ import os
 import random
 import shutil
 import statistics
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -54,7 +53,7 @@ from rlhf.stages.reward_model import PairsDataConfig, PreferenceTrainConfig, pre
 from rlhf.train_ray import RaySettings, per_device_batch_size, run_on_ray, trainer_arguments
 from rlhf.training import DeepSpeedSettings, deepspeed_dict, last_complete_checkpoint
 
-__all__ = ["DPOConfig", "add_parser", "bootstrap_win_rate_interval", "run_dpo", "win_rate"]
+__all__ = ["DPOConfig", "add_parser", "run_dpo"]
 
 MAX_FLIP_RATE = 0.49
 
@@ -123,26 +122,6 @@ class DPOConfig(StrictModel):
             raise ValueError("eval.prompts samples demo-world prompts; set it to 0 with data.format=hh")
         per_device_batch_size(self.train.batch_size, self.ray.num_workers, self.train.grad_accum)
         return self
-
-
-def win_rate(scores_a: Sequence[float], scores_b: Sequence[float]) -> float:
-    """Share of paired items where ``a`` beats ``b``; ties count half."""
-    if len(scores_a) != len(scores_b) or not scores_a:
-        raise ValueError("win_rate needs two non-empty score lists of the same length (one pair per prompt)")
-    return sum(1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(scores_a, scores_b)) / len(scores_a)
-
-
-def bootstrap_win_rate_interval(scores_a: Sequence[float], scores_b: Sequence[float], resamples: int = 1000,
-                                seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of the win rate under a paired bootstrap over prompts."""
-    outcomes = [1.0 if a > b else 0.5 if a == b else 0.0 for a, b in zip(scores_a, scores_b)]
-    if not outcomes or resamples < 1:
-        raise ValueError("bootstrap needs at least one pair and one resample")
-    rng = random.Random(seed)
-    n = len(outcomes)
-    rates = sorted(sum(outcomes[rng.randrange(n)] for _ in range(n)) / n for _ in range(resamples))
-    tail = (1.0 - level) / 2
-    return rates[int(tail * (resamples - 1))], rates[round((1 - tail) * (resamples - 1))]
 
 
 def flip_rate(pairs: list[PreferencePair]) -> float:
@@ -274,8 +253,8 @@ def _dpo_worker(payload: dict[str, Any]) -> None:
 
 def _evaluate(cfg: DPOConfig, n_prompts: int, policy_dir: Path, reference: str, run: StageRun) -> dict[str, Any]:
     """Gold-rubric win rate of the DPO policy over the reference on held-out demo prompts."""
-    from rlhf.models.generation import sample_replies
-    from rlhf.models.loader import load_model, load_tokenizer
+    from rlhf.eval.stats import compare_scores
+    from rlhf.rollout import SamplingParams, TransformersRolloutEngine
     from rlhf.utils.callables import load_callable
     from rlhf.world.demo import generate_prompts
 
@@ -283,20 +262,19 @@ def _evaluate(cfg: DPOConfig, n_prompts: int, policy_dir: Path, reference: str, 
     prompts = [p.text for p in generate_prompts(n_prompts, seed=cfg.run.seed + 10_000)]
     replies = {}
     for name, path in (("dpo", str(policy_dir)), ("reference", reference)):
-        model = load_model(path, "reference", dtype=cfg.model.dtype, device=cfg.model.device)
-        replies[name] = sample_replies(model, load_tokenizer(path), prompts, max_new_tokens=cfg.eval.max_new_tokens,
-                                       temperature=cfg.eval.temperature, seed=cfg.run.seed)
-        del model
+        engine = TransformersRolloutEngine.from_pretrained(path, dtype=cfg.model.dtype, device=cfg.model.device)
+        params = SamplingParams(temperature=cfg.eval.temperature, max_new_tokens=cfg.eval.max_new_tokens)
+        replies[name] = engine.generate(prompts, params, seed=cfg.run.seed)
+        del engine
     gold = {name: [float(rubric(p, r.text)) for p, r in zip(prompts, rs)] for name, rs in replies.items()}
-    rate = win_rate(gold["dpo"], gold["reference"])
-    summary = {"win_rate": rate, "gold_mean": statistics.fmean(gold["dpo"]),
+    comparison = compare_scores(gold["dpo"], gold["reference"], n_boot=max(cfg.eval.bootstrap, 1), seed=cfg.run.seed)
+    summary = {"win_rate": comparison.win_rate, "gold_mean": statistics.fmean(gold["dpo"]),
                "reference_gold_mean": statistics.fmean(gold["reference"]),
                "tie_rate": sum(a == b for a, b in zip(gold["dpo"], gold["reference"])) / len(prompts),
                "reply_words": statistics.fmean(len(r.text.split()) for r in replies["dpo"]),
                "reference_reply_words": statistics.fmean(len(r.text.split()) for r in replies["reference"])}
     if cfg.eval.bootstrap:
-        lo, hi = bootstrap_win_rate_interval(gold["dpo"], gold["reference"], cfg.eval.bootstrap, cfg.run.seed)
-        summary.update(win_rate_low=lo, win_rate_high=hi)
+        summary.update(win_rate_low=comparison.bootstrap.low, win_rate_high=comparison.bootstrap.high)
     rows = "".join(json.dumps({"prompt": p, "dpo": a.text, "reference": b.text, "gold_dpo": ga, "gold_reference": gb})
                    + "\n" for p, a, b, ga, gb in zip(prompts, replies["dpo"], replies["reference"], gold["dpo"],
                                                      gold["reference"]))
