@@ -24,9 +24,8 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from rlhf.artifacts import atomic_write_json, read_manifest
+from rlhf.artifacts import atomic_write_json
 from rlhf.config import RunConfig, StrictModel, register_stage_config, validate_config
-from rlhf.errors import UserError
 
 __all__ = ["PipelineConfig", "add_parser", "run_pipeline"]
 
