@@ -40,6 +40,7 @@ __all__ = [
     "connect_ray",
     "per_device_batch_size",
     "run_on_ray",
+    "trl_worker",
     "train_in_worker",
     "trainer_arguments",
     "worker_rank",
@@ -212,3 +213,46 @@ def train_in_worker(trainer, resume: str | None, model_dir: Path, tokenizer, mer
 
 def _step_of(checkpoint: str | None) -> int:
     return int(checkpoint.rsplit("-", 1)[-1]) if checkpoint else 0
+
+
+# Which TRL trainer a worker builds, by the ``trainer`` key of its payload: (model role, LoRA task type).
+TRAINER_KINDS = {"reward": ("reward", "SEQ_CLS"), "dpo": ("policy", "CAUSAL_LM")}
+
+
+def trl_worker(payload: dict[str, Any]) -> None:
+    """Ray Train worker: build the TRL trainer named by ``payload["trainer"]`` and train it.
+
+    One worker function serves the reward-model and DPO stages; they differ only in the trainer and
+    config classes, the model role and the LoRA task type.
+    """
+    from datasets import load_from_disk
+
+    from rlhf.models.config import LoraSettings
+    from rlhf.models.loader import _lora_config, load_model, load_tokenizer
+    from rlhf.utils.seed import seed_everything
+    from rlhf.utils.trainer_logging import JsonlMetricsCallback
+
+    kind = payload["trainer"]
+    role, task_type = TRAINER_KINDS[kind]
+    if kind == "reward":
+        from trl import RewardConfig as TrainerConfig
+        from trl import RewardTrainer as Trainer
+    else:
+        from trl import DPOConfig as TrainerConfig
+        from trl import DPOTrainer as Trainer
+
+    os.environ["TENSORBOARD_LOGGING_DIR"] = payload["tensorboard"]
+    seed_everything(payload["seed"])
+    tokenizer = load_tokenizer(payload["base"])
+    model = load_model(payload["base"], role, dtype=payload["dtype"], device="cpu")
+    lora = LoraSettings(**payload["lora"]) if payload["lora"] else None
+    trainer = Trainer(
+        model=model, args=TrainerConfig(**payload["args"]), processing_class=tokenizer,
+        train_dataset=load_from_disk(payload["train_data"]),
+        eval_dataset=load_from_disk(payload["eval_data"]) if payload["eval_data"] else None,
+        peft_config=_lora_config(lora, task_type) if lora else None,
+        callbacks=[JsonlMetricsCallback(payload["metrics"], prefix="train/")],
+    )
+    train_in_worker(trainer, payload["resume"], Path(payload["model_dir"]), tokenizer, merge_lora=lora is not None,
+                    result_file=payload["result_file"])
+

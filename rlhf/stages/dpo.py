@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import random
 import shutil
 import statistics
@@ -50,7 +49,7 @@ from rlhf.errors import UserError
 from rlhf.models.config import ModelConfig
 from rlhf.stages.common import open_stage
 from rlhf.stages.reward_model import PairsDataConfig, PreferenceTrainConfig, prepare_pairs
-from rlhf.train_ray import RaySettings, per_device_batch_size, run_on_ray, trainer_arguments
+from rlhf.train_ray import RaySettings, per_device_batch_size, run_on_ray, trainer_arguments, trl_worker
 from rlhf.training import DeepSpeedSettings, deepspeed_dict, last_complete_checkpoint
 
 __all__ = ["DPOConfig", "add_parser", "run_dpo"]
@@ -197,7 +196,7 @@ def _train(cfg: DPOConfig, run: StageRun, pairs: list[PreferencePair], summary: 
         "resume": str(resume) if resume else None, "model_dir": str(staging),
         "metrics": str(run.path("metrics.jsonl")), "tensorboard": str(run.path("tensorboard")),
     }
-    final = run_on_ray(_dpo_worker, payload, cfg.ray, storage=run.path("ray"), name="dpo")
+    final = run_on_ray(trl_worker, {**payload, "trainer": "dpo"}, cfg.ray, storage=run.path("ray"), name="dpo")
     target = run.path("model")
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
@@ -221,34 +220,6 @@ def _train(cfg: DPOConfig, run: StageRun, pairs: list[PreferencePair], summary: 
     run.finish(outputs, metrics=metrics)
     print(f"dpo: done -> {target}")
     return run.dir
-
-
-def _dpo_worker(payload: dict[str, Any]) -> None:
-    """Ray Train worker: build the DPOTrainer from ``payload`` and train (see :mod:`rlhf.train_ray`)."""
-    from datasets import load_from_disk
-    from trl import DPOConfig as TRLDPOConfig
-    from trl import DPOTrainer
-
-    from rlhf.models.config import LoraSettings
-    from rlhf.models.loader import _lora_config, load_model, load_tokenizer
-    from rlhf.train_ray import train_in_worker
-    from rlhf.utils.seed import seed_everything
-    from rlhf.utils.trainer_logging import JsonlMetricsCallback
-
-    os.environ["TENSORBOARD_LOGGING_DIR"] = payload["tensorboard"]
-    seed_everything(payload["seed"])
-    tokenizer = load_tokenizer(payload["base"])
-    model = load_model(payload["base"], "policy", dtype=payload["dtype"], device="cpu")
-    lora = LoraSettings(**payload["lora"]) if payload["lora"] else None
-    trainer = DPOTrainer(
-        model=model, args=TRLDPOConfig(**payload["args"]), processing_class=tokenizer,
-        train_dataset=load_from_disk(payload["train_data"]),
-        eval_dataset=load_from_disk(payload["eval_data"]) if payload["eval_data"] else None,
-        peft_config=_lora_config(lora, "CAUSAL_LM") if lora else None,
-        callbacks=[JsonlMetricsCallback(payload["metrics"], prefix="train/")],
-    )
-    train_in_worker(trainer, payload["resume"], Path(payload["model_dir"]), tokenizer, merge_lora=lora is not None,
-                    result_file=payload["result_file"])
 
 
 def _evaluate(cfg: DPOConfig, n_prompts: int, policy_dir: Path, reference: str, run: StageRun) -> dict[str, Any]:

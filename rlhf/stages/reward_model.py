@@ -37,7 +37,7 @@ from rlhf.data.pairs import PreferencePair, demo_pairs, pairs_from_hh, read_pair
 from rlhf.errors import UserError
 from rlhf.models.config import ModelConfig
 from rlhf.stages.common import open_stage
-from rlhf.train_ray import RaySettings, per_device_batch_size, run_on_ray, trainer_arguments
+from rlhf.train_ray import RaySettings, per_device_batch_size, run_on_ray, trainer_arguments, trl_worker
 from rlhf.training import DeepSpeedSettings, deepspeed_dict, last_complete_checkpoint
 
 __all__ = [
@@ -263,7 +263,7 @@ def _train(cfg: RMConfig, run: StageRun, pairs: list[PreferencePair], summary: d
         "resume": str(resume) if resume else None, "model_dir": str(staging),
         "metrics": str(run.path("metrics.jsonl")), "tensorboard": str(run.path("tensorboard")),
     }
-    final = run_on_ray(_rm_worker, payload, cfg.ray, storage=run.path("ray"), name="rm")
+    final = run_on_ray(trl_worker, {**payload, "trainer": "reward"}, cfg.ray, storage=run.path("ray"), name="rm")
     target = run.path("model")
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
@@ -284,33 +284,6 @@ def _train(cfg: RMConfig, run: StageRun, pairs: list[PreferencePair], summary: d
     _print_summary(report["summary"])
     print(f"rm: done -> {target}")
     return run.dir
-
-
-def _rm_worker(payload: dict[str, Any]) -> None:
-    """Ray Train worker: build the RewardTrainer from ``payload`` and train (see :mod:`rlhf.train_ray`)."""
-    from datasets import load_from_disk
-    from trl import RewardConfig, RewardTrainer
-
-    from rlhf.models.config import LoraSettings
-    from rlhf.models.loader import _lora_config, load_model, load_tokenizer
-    from rlhf.train_ray import train_in_worker
-    from rlhf.utils.seed import seed_everything
-    from rlhf.utils.trainer_logging import JsonlMetricsCallback
-
-    os.environ["TENSORBOARD_LOGGING_DIR"] = payload["tensorboard"]
-    seed_everything(payload["seed"])
-    tokenizer = load_tokenizer(payload["base"])
-    model = load_model(payload["base"], "reward", dtype=payload["dtype"], device="cpu")
-    lora = LoraSettings(**payload["lora"]) if payload["lora"] else None
-    trainer = RewardTrainer(
-        model=model, args=RewardConfig(**payload["args"]), processing_class=tokenizer,
-        train_dataset=load_from_disk(payload["train_data"]),
-        eval_dataset=load_from_disk(payload["eval_data"]) if payload["eval_data"] else None,
-        peft_config=_lora_config(lora, "SEQ_CLS") if lora else None,
-        callbacks=[JsonlMetricsCallback(payload["metrics"], prefix="train/")],
-    )
-    train_in_worker(trainer, payload["resume"], Path(payload["model_dir"]), tokenizer, merge_lora=lora is not None,
-                    result_file=payload["result_file"])
 
 
 def reward_scores(model, tokenizer, conversations: list[list[dict[str, str]]], replies: list[str],
