@@ -97,6 +97,66 @@ def test_zero3_matches_zero0(tiny_path, rollout):
         assert torch.allclose(tensor, exported[name], atol=1e-7), name
 
 
+def test_gradient_checkpointing_recomputes_without_changing_the_update(tiny_path, rollout):
+    plain = _policy(tiny_path, **LINEAR_ADAM)
+    recomputed = _policy(tiny_path, gradient_checkpointing=True, **LINEAR_ADAM)
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for m in recomputed.engine.module.modules() if isinstance(m, GradientCheckpointingLayer)]
+    assert layers and all(m.training and m.gradient_checkpointing for m in layers)
+    assert not any(m.training for m in recomputed.engine.module.modules() if isinstance(m, torch.nn.Dropout))
+    batch = _batch(rollout, plain)
+    assert torch.allclose(recomputed.logprobs(rollout.tokens, 1.0), batch.old_logprobs, atol=1e-6)
+    mlp, calls = layers[0].mlp, []
+    forward = mlp.forward
+
+    def counted(*args, **kwargs):
+        calls.append(torch.is_grad_enabled())
+        return forward(*args, **kwargs)
+
+    mlp.forward = counted
+    assert _step(plain, batch).grad_norm == pytest.approx(_step(recomputed, batch).grad_norm, rel=1e-5)
+    del mlp.forward
+    assert len(calls) == 2  # the forward, and its recomputation in backward
+    for name, tensor in _weights(plain).items():
+        assert torch.allclose(tensor, _weights(recomputed)[name], atol=1e-6), name
+
+
+def test_zero2_with_optimizer_offload_matches_zero0(tiny_path, rollout):
+    plain = _policy(tiny_path, **LINEAR_ADAM)
+    offloaded = _policy(tiny_path, zero_stage=2, offload_optimizer=True, **LINEAR_ADAM)
+    assert offloaded.model.engine.zero_optimization_stage() == 2 and offloaded.model.engine.zero_cpu_offload()
+    batch = _batch(rollout, plain)
+    assert _step(plain, batch).grad_norm == pytest.approx(_step(offloaded, batch).grad_norm, rel=1e-5)
+    for name, tensor in _weights(plain).items():
+        assert torch.allclose(tensor, _weights(offloaded)[name], atol=1e-6), name
+
+
+def test_offload_needs_the_right_zero_stage(tiny_path):
+    with pytest.raises(ValueError, match="offload_optimizer needs ZeRO stage 2 or 3"):
+        LearnerSpec(model_path=tiny_path, offload_optimizer=True, zero_stage=1)
+    with pytest.raises(ValueError, match="offload_params needs ZeRO stage 3"):
+        LearnerSpec(model_path=tiny_path, offload_params=True, zero_stage=2)
+
+
+def test_importance_weights_scale_the_update(tiny_path, rollout):
+    # No clipping (it would rescale both updates to the same norm), and eps large enough that Adam's first
+    # step stays linear in the gradient at these gradient sizes.
+    unclipped = {"max_grad_norm": 1e3, "adam_eps": 1e3, "lr": 1e3}
+    plain = _policy(tiny_path, **unclipped)
+    weighted = _policy(tiny_path, **unclipped)
+    batch = _batch(rollout, plain)
+    halves = Batch(batch.tokens, batch.loss_mask, batch.old_logprobs, batch.advantages,
+                   is_weights=0.5 * batch.loss_mask)
+    # With linear Adam the first update is proportional to the gradient: half the weight, half the step.
+    start = _weights(plain)
+    norm_plain = _step(plain, batch).grad_norm
+    norm_half = _step(weighted, halves).grad_norm
+    assert norm_half == pytest.approx(0.5 * norm_plain, rel=1e-5)
+    for name, tensor in _weights(plain).items():
+        assert torch.allclose(_weights(weighted)[name] - start[name], 0.5 * (tensor - start[name]), atol=2e-5), name
+
+
 def test_checkpoint_restores_weights_and_optimizer(tiny_path, rollout, tmp_path):
     first = _policy(tiny_path)
     batch = _batch(rollout, first)

@@ -13,6 +13,7 @@ from rlhf.rl.losses import (
     critic_warmup_active,
     entropy_from_logits,
     policy_loss,
+    truncated_importance_weights,
     value_loss,
 )
 
@@ -243,6 +244,39 @@ def test_policy_loss_rejects_bad_settings() -> None:
         policy_loss(x, x, x, torch.ones(1, 2), clip_low=1.0)
     with pytest.raises(ValueError, match="advantages has shape"):
         policy_loss(x, x, torch.zeros(2, 2), torch.ones(1, 2))
+
+
+# ---- truncated importance sampling -----------------------------------------------------------------
+
+
+def test_truncated_importance_weights_hand_values() -> None:
+    # learner/rollout probability ratios 1, 1.5, 0.5, 4 (capped at 2) and a padded token.
+    rollout = torch.log(torch.tensor([[0.2, 0.2, 0.4, 0.1, 0.3]], dtype=torch.float64))
+    learner = torch.log(torch.tensor([[0.2, 0.3, 0.2, 0.4, 0.9]], dtype=torch.float64))
+    mask = torch.tensor([[1, 1, 1, 1, 0]])
+    weights = truncated_importance_weights(learner, rollout, mask, cap=2.0)
+    assert weights[0].tolist() == pytest.approx([1.0, 1.5, 0.5, 2.0, 0.0])
+    assert not weights.requires_grad
+    with pytest.raises(ValueError, match="cap must be >= 1"):
+        truncated_importance_weights(learner, rollout, mask, cap=0.5)
+    with pytest.raises(ValueError, match="rollout_logp has shape"):
+        truncated_importance_weights(learner, rollout[:, :3], mask)
+
+
+def test_importance_weights_scale_each_tokens_loss_and_gradient() -> None:
+    logp, old = _logp_for_ratio([1.0, 1.1, 1.3])
+    adv = torch.tensor([[1.0, 2.0, 1.0]], dtype=torch.float64)
+    weights = torch.tensor([[0.5, 2.0, 1.0]], dtype=torch.float64)
+    loss, _ = policy_loss(logp, old, adv, torch.ones(1, 3), is_weights=weights)
+    # per token: -A*rho*w = -0.5, -4.4 and the clipped -1.2 (weight 1): mean over 3 tokens.
+    assert loss.item() == pytest.approx((-0.5 - 4.4 - 1.2) / 3)
+    loss.backward()
+    assert logp.grad is not None
+    assert logp.grad[0].tolist() == pytest.approx([-0.5 / 3, -4.4 / 3, 0.0])
+    # Weights of 1 change nothing.
+    plain, _ = policy_loss(logp.detach(), old, adv, torch.ones(1, 3))
+    ones, _ = policy_loss(logp.detach(), old, adv, torch.ones(1, 3), is_weights=torch.ones(1, 3))
+    assert plain.item() == ones.item()
 
 
 # ---- value loss -------------------------------------------------------------------------------------

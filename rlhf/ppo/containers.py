@@ -6,7 +6,8 @@ Shapes (``B`` samples, ``P`` prompt width, ``T`` response width; see :mod:`rlhf.
 * :class:`Rollout`: one step's samples as generated: tokens, texts, the engine's log-probs ``[B, T]``,
   which samples finished ``[B]`` and which prompt each answers (``group_ids`` ``[B]``).
 * :class:`Batch`: what the learners train on: tokens plus the loss mask, behaviour-policy log-probs,
-  advantages (all ``[B, T]``), and, when used, reference log-probs, rollout-time values and returns.
+  advantages (all ``[B, T]``), and, when used, reference log-probs, rollout-time values and returns, and
+  truncated importance weights correcting for the rollout engine's numerics.
 
 Every tensor is on the CPU; roles move what they read to their own device.
 """
@@ -119,6 +120,7 @@ class Batch:
     ref_logprobs: torch.Tensor | None = None  # [B, T] when the KL term is in the loss
     old_values: torch.Tensor | None = None  # [B, T] critic at rollout time (GAE)
     returns: torch.Tensor | None = None  # [B, T] critic targets (GAE)
+    is_weights: torch.Tensor | None = None  # [B, T] min(pi_learner / pi_rollout, cap) (rollout_correction=tis)
 
     def __len__(self) -> int:
         return len(self.tokens)

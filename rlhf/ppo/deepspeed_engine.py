@@ -24,7 +24,7 @@ import torch
 
 from rlhf.models.config import LoraSettings
 
-__all__ = ["DeepSpeedModel", "LearnerSpec", "init_learner_process_group", "node_address", "rng_state",
+__all__ = ["DeepSpeedModel", "LearnerSpec", "ds_config", "init_learner_process_group", "node_address", "rng_state",
            "set_rng_state"]
 
 
@@ -46,6 +46,15 @@ class LearnerSpec:
     lora: LoraSettings | None = None
     seed: int = 0
     threads: int = 1
+    gradient_checkpointing: bool = False
+    offload_optimizer: bool = False
+    offload_params: bool = False
+
+    def __post_init__(self) -> None:
+        if self.offload_optimizer and self.zero_stage < 2:
+            raise ValueError(f"offload_optimizer needs ZeRO stage 2 or 3, got {self.zero_stage}")
+        if self.offload_params and self.zero_stage != 3:
+            raise ValueError(f"offload_params needs ZeRO stage 3, got {self.zero_stage}")
 
 
 def node_address() -> tuple[str, int]:
@@ -95,19 +104,46 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def _ds_config(spec: LearnerSpec, world_size: int) -> dict[str, Any]:
+def ds_config(spec: LearnerSpec, world_size: int) -> dict[str, Any]:
+    """The DeepSpeed config of a learner rank: batch sizes, clipping, ZeRO stage and offload, precision.
+
+    Offloaded optimizer states stay with torch AdamW (``zero_force_ds_cpu_optimizer: false``), so no
+    DeepSpeed Adam op is compiled; offloading parameters (ZeRO-3) keeps them in pinned CPU memory.
+    """
+    zero: dict[str, Any] = {"stage": spec.zero_stage}
+    if spec.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
+    if spec.offload_params:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
     return {
         "train_micro_batch_size_per_gpu": spec.micro_batch_size,
         "gradient_accumulation_steps": spec.grad_accum_steps,
         "train_batch_size": spec.micro_batch_size * spec.grad_accum_steps * world_size,
         "gradient_clipping": spec.max_grad_norm,
-        "zero_optimization": {"stage": spec.zero_stage},
+        "zero_optimization": zero,
         "zero_allow_untested_optimizer": True,
+        "zero_force_ds_cpu_optimizer": False,
         "bf16": {"enabled": spec.dtype == "bfloat16"},
         "fp16": {"enabled": spec.dtype == "float16"},
         "steps_per_print": 10**9,
         "wall_clock_breakdown": False,
     }
+
+
+def _checkpoint_layers_in_eval_mode(model: torch.nn.Module) -> None:
+    """Let transformers' decoder layers recompute activations while every dropout stays off.
+
+    transformers checkpoints a layer only when that layer's ``training`` flag is set; setting the flag on
+    the layer modules alone (not ``.train()``, which recurses) leaves attention and MLP dropout in eval mode.
+    """
+    from transformers.modeling_layers import GradientCheckpointingLayer
+
+    layers = [m for m in model.modules() if isinstance(m, GradientCheckpointingLayer)]
+    if not layers:
+        raise ValueError(f"{type(model).__name__} has no transformers decoder layers that support gradient "
+                         "checkpointing; set learner.gradient_checkpointing=false")
+    for layer in layers:
+        layer.training = True
 
 
 class DeepSpeedModel:
@@ -121,9 +157,20 @@ class DeepSpeedModel:
         trainable = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trainable, lr=spec.lr, betas=spec.adam_betas, eps=spec.adam_eps,
                                       weight_decay=spec.weight_decay)
+        if spec.gradient_checkpointing:
+            from rlhf.ppo.modeling import unwrap
+
+            base = unwrap(model)
+            enable = getattr(base, "activation_checkpointing_enable", None)  # transformers >= 5.18
+            if enable is not None:
+                enable({"use_reentrant": False})
+            else:
+                base.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         self.engine, self.optimizer, _, _ = deepspeed.initialize(
-            model=model, optimizer=optimizer, config=_ds_config(spec, world_size))
+            model=model, optimizer=optimizer, config=ds_config(spec, world_size))
         self.engine.eval()  # dropout off: the PPO ratio compares two evaluations of the same function
+        if spec.gradient_checkpointing:
+            _checkpoint_layers_in_eval_mode(self.engine)
 
     def backward(self, loss: torch.Tensor) -> None:
         """Accumulate the gradient of ``loss`` (already normalised over the whole mini-batch)."""

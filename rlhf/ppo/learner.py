@@ -5,7 +5,7 @@ Both are plain classes (the launcher turns them into Ray actors) with the same l
 ``logprobs``/``values`` for the rollout batch and ``train_minibatch`` per PPO mini-batch.
 
 Policy loss per micro-batch (see :mod:`rlhf.rl.losses`): the clipped surrogate with the behaviour
-log-probs recomputed by this learner, plus ``kl_coef * KL`` when the KL term is in the loss (GRPO), minus
+log-probs recomputed by this learner (times the batch's truncated importance weights when present), plus ``kl_coef * KL`` when the KL term is in the loss (GRPO), minus
 ``entropy_coef * entropy``; all aggregated over the whole mini-batch's token (or sequence) count.
 Critic loss: the (optionally clipped) value loss against the GAE returns.
 
@@ -167,8 +167,10 @@ class PolicyLearner(_Rank):
             logp, logits = response_logprobs(self.engine, micro.tokens.input_ids.to(device),
                                              micro.tokens.attention_mask.to(device), micro.tokens.prompt_width,
                                              loss.temperature, return_logits=True)
+            is_weights = micro.is_weights.to(device) if micro.is_weights is not None else None
             pg_loss, pg_stats = policy_loss(logp, micro.old_logprobs.to(device), micro.advantages.to(device), mask,
-                                            loss.clip_low, loss.clip_high, loss.dual_clip, loss.aggregation, **counts)
+                                            loss.clip_low, loss.clip_high, loss.dual_clip, loss.aggregation, **counts,
+                                            is_weights=is_weights)
             total = pg_loss
             stats.add_loss("policy_loss", pg_loss)
             if loss.kl_in_loss:

@@ -2,8 +2,9 @@
 
 Plain classes; :mod:`rlhf.ppo.launcher` turns them into Ray actors placed by config.
 
-* :class:`RolloutWorker` serves a :class:`~rlhf.rollout.types.RolloutEngine` and receives weights over the
-  sync group or through the object store.
+* :class:`RolloutWorker` serves a :class:`~rlhf.rollout.types.RolloutEngine` (transformers or vLLM) and
+  receives weights over the sync group or through the object store; a vLLM engine that shares its GPU
+  with a learner sleeps between generations.
 * :class:`ReferenceActor` holds the frozen starting policy and returns its log-probs of rollout tokens.
 * :class:`RewardActor` scores (prompt, reply) texts with a reward model (an RM stage folder: its ``model/``
   and the ``reward_stats.json`` mean/std measured at training time) or with a ``module:function`` called as
@@ -15,19 +16,18 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import torch
 
 from rlhf.errors import UserError
 from rlhf.ppo.containers import TokenBatch
 from rlhf.ppo.weight_sync import SyncGroup, TensorSpec, receive_tensors
+from rlhf.rollout.engines import EngineKind
 from rlhf.rollout.sequences import response_logprobs
 from rlhf.rollout.types import NamedTensors, RolloutSample, SamplingParams
+from rlhf.rollout.vllm_engine import VLLMSettings
 
-__all__ = ["EngineKind", "ReferenceActor", "RewardActor", "RewardStats", "RolloutWorker", "reward_model_dir"]
-
-EngineKind = Literal["transformers"]
+__all__ = ["ReferenceActor", "RewardActor", "RewardStats", "RolloutWorker", "reward_model_dir"]
 
 
 def _node_id() -> str:
@@ -40,15 +40,15 @@ class RolloutWorker:
     """One rollout engine in its own process."""
 
     def __init__(self, model_path: str, engine: EngineKind = "transformers", dtype: str = "float32",
-                 device: str = "auto", batch_size: int = 32, threads: int = 1) -> None:
-        torch.set_num_threads(max(1, threads))
-        if engine != "transformers":
-            raise UserError(f"rollout engine '{engine}' is not available; use 'transformers'")
-        from rlhf.rollout.transformers_engine import TransformersRolloutEngine
+                 device: str = "auto", batch_size: int = 32, threads: int = 1, vllm: VLLMSettings | None = None,
+                 sleep: bool = False) -> None:
+        from rlhf.rollout.engines import open_engine
 
-        self.engine = TransformersRolloutEngine.from_pretrained(model_path, dtype=dtype, device=device,
-                                                                batch_size=batch_size)
-        self._sync: SyncGroup | None = None
+        torch.set_num_threads(max(1, threads))
+        self.engine = open_engine(engine, model_path, dtype, device, batch_size, vllm, sleep)
+        self._vllm = engine == "vllm"
+        self._sync: SyncGroup | None = None  # the transformers engine's membership (vLLM's lives in its workers)
+        self._joined = False
 
     def node_id(self) -> str:
         return _node_id()
@@ -60,16 +60,34 @@ class RolloutWorker:
                  temperature: float) -> list[list[float]]:
         return self.engine.logprobs(prompt_ids, response_ids, temperature)
 
+    def sync_ranks(self) -> int:
+        """Members this worker adds to the weight-sync group (a vLLM engine: one per tensor-parallel GPU)."""
+        return self.engine.sync_ranks if self._vllm else 1
+
     def init_sync_group(self, master_addr: str, master_port: int, rank: int, world_size: int, backend: str,
                         timeout_s: float) -> None:
-        """Join the weight-sync group as ``rank`` (1..n)."""
-        self._sync = SyncGroup(master_addr, master_port, rank, world_size, backend, timeout_s)
+        """Join the weight-sync group at ``rank`` (and the ranks after it, one per vLLM worker)."""
+        if self._vllm:
+            self.engine.join_sync_group(master_addr, master_port, rank, world_size, backend, timeout_s)
+        else:
+            self._sync = SyncGroup(master_addr, master_port, rank, world_size, backend, timeout_s)
+        self._joined = True
 
     def receive_weights(self, manifest: list[TensorSpec]) -> int:
         """Receive a broadcast from the learner and load it; returns how many tensors were loaded."""
-        if self._sync is None:
+        if not self._joined:
             raise RuntimeError("init_sync_group() was not called")
+        if self._vllm:
+            return self.engine.receive_weights(manifest)
         return self.engine.load_weights(receive_tensors(self._sync, manifest))
+
+    def sleep(self) -> None:
+        """Free the GPU for the learner until the next weight sync (vLLM engines built with sleep)."""
+        self.engine.sleep()
+
+    def wake_up(self, tags: list[str] | None = None) -> None:
+        """Re-allocate what :meth:`sleep` freed (``weights``, ``kv_cache``; None: everything)."""
+        self.engine.wake_up(tags)
 
     def load_weights(self, weights: NamedTensors) -> int:
         """Load weights handed over through the object store."""

@@ -1,11 +1,13 @@
 """Weight sync from the policy learner to the rollout workers, and the check that it happened.
 
-Transport. The learner's rank 0 and the ``n`` rollout workers form their own process group (learner rank 0,
-workers 1..n), built from a ``TCPStore`` and a ``ProcessGroupGloo`` (CPU) or ``ProcessGroupNCCL`` (GPU)
+Transport. The learner's rank 0 and the rollout workers form their own process group (learner rank 0, then
+each worker's ranks in turn: one for a transformers engine, one per tensor-parallel GPU for vLLM; see
+:func:`rank_layout`), built from a ``TCPStore`` and a ``ProcessGroupGloo`` (CPU) or ``ProcessGroupNCCL`` (GPU)
 object, so it lives beside the learners' DeepSpeed default group instead of replacing it. The learner
 broadcasts each tensor of :func:`rlhf.ppo.modeling.exported_weights` in a fixed order (the manifest, agreed
 once); each worker receives into a fresh buffer and loads it at once, so no full copy is held. When the
-group cannot be formed (``sync.method=auto``), the learner's weights travel through the Ray object store.
+group cannot be formed (``sync.method=auto``), the learner's weights travel through the Ray object store;
+so they do when rollout workers share GPUs with the learner (NCCL cannot pair two ranks on one GPU).
 
 Check. A sync that silently does nothing leaves the workers sampling from a stale policy (OpenRLHF #660,
 verl #7495). After every sync each worker scores a fixed probe batch with ``logprobs`` and the learner
@@ -26,7 +28,7 @@ import torch
 import torch.distributed as dist
 
 __all__ = ["SyncGroup", "TensorSpec", "WeightSyncError", "check_probe", "check_sync", "connect_sync_group",
-           "manifest_of", "probe_difference", "receive_tensors", "send_tensors", "sync_weights"]
+           "manifest_of", "probe_difference", "rank_layout", "receive_tensors", "send_tensors", "sync_weights"]
 
 
 class WeightSyncError(RuntimeError):
@@ -124,21 +126,39 @@ def check_probe(rollout: list[list[float]], learner: list[list[float]], toleranc
 # ---------------------------------------------------------------- driver side: the same over Ray actors
 
 
-def connect_sync_group(policy: list, rollout: list, method: str, backend: str, timeout_s: float) -> str:
+def rank_layout(ranks_per_worker: list[int]) -> tuple[list[int], int]:
+    """The first sync-group rank of each rollout worker (after the learner's rank 0) and the group size."""
+    offsets, next_rank = [], 1
+    for ranks in ranks_per_worker:
+        if ranks < 1:
+            raise ValueError(f"a rollout worker must join the sync group with >= 1 rank, got {ranks}")
+        offsets.append(next_rank)
+        next_rank += ranks
+    return offsets, next_rank
+
+
+def connect_sync_group(policy: list, rollout: list, method: str, backend: str, timeout_s: float,
+                       shares_gpu: bool = False) -> str:
     """Form the sync group of learner rank 0 and the rollout workers (Ray actor handles); returns the method
-    in use: ``broadcast``, or ``object_store`` when asked for or (``auto``) when the group cannot form."""
+    in use: ``broadcast``, or ``object_store`` when asked for or (``auto``) when the group cannot form or
+    would pair ranks on one GPU (``shares_gpu`` with NCCL)."""
     import ray
 
     from rlhf.errors import UserError
 
     if method == "object_store":
         return "object_store"
+    if shares_gpu and backend == "nccl":
+        if method == "broadcast":
+            raise UserError("sync.method=broadcast cannot pair the learner with rollout workers on the same GPU "
+                            "(NCCL needs one GPU per rank); use sync.method=auto or object_store")
+        return "object_store"
     try:
         address, port = ray.get(policy[0].address.remote())
-        world = 1 + len(rollout)
+        offsets, world = rank_layout(ray.get([w.sync_ranks.remote() for w in rollout]))
         refs = [p.init_sync_group.remote(address, port, world, backend, timeout_s) for p in policy]
-        refs += [w.init_sync_group.remote(address, port, i + 1, world, backend, timeout_s)
-                 for i, w in enumerate(rollout)]
+        refs += [w.init_sync_group.remote(address, port, offset, world, backend, timeout_s)
+                 for offset, w in zip(offsets, rollout)]
         ray.get(refs, timeout=timeout_s + 30)
         return "broadcast"
     except (ray.exceptions.RayError, OSError) as err:  # the group could not form: the object store still works

@@ -6,7 +6,8 @@ response tokens and 0 on padding and after EOS. See ``docs/rl-math.md`` for ever
 * :mod:`rlhf.rl.masking`: masked reductions, whole-batch whitening, reward placement, truncation.
 * :mod:`rlhf.rl.kl`: k1/k2/k3 KL estimators and the fixed/adaptive KL controllers.
 * :mod:`rlhf.rl.advantages`: GAE, GRPO, RLOO, REINFORCE++.
-* :mod:`rlhf.rl.losses`: clipped policy loss, value loss, KL loss, entropy, loss aggregation.
+* :mod:`rlhf.rl.losses`: clipped policy loss, truncated importance weights, value loss, KL loss, entropy,
+  loss aggregation.
 """
 
 from rlhf.rl.advantages import gae, group_mean_std, grpo_advantages, reinforce_pp_advantages, rloo_advantages
@@ -20,6 +21,7 @@ from rlhf.rl.losses import (
     entropy_from_logits,
     kl_loss,
     policy_loss,
+    truncated_importance_weights,
     value_loss,
 )
 from rlhf.rl.masking import (
@@ -62,5 +64,6 @@ __all__ = [
     "policy_loss",
     "reinforce_pp_advantages",
     "rloo_advantages",
+    "truncated_importance_weights",
     "value_loss",
 ]

@@ -7,6 +7,10 @@
   ``c * |A_t|`` (Ye et al. 2020, "Mastering Complex Control in MOBA Games with Deep RL", arXiv:1912.09729).
 * :func:`value_loss`: ``0.5 * max((V - R)^2, (V_clip - R)^2)`` with ``V_clip = V_old + clip(V - V_old, +-c)``
   (the clipped value loss of OpenAI baselines' PPO2 and of ``lm-human-preferences``, Ziegler et al. 2019).
+* :func:`truncated_importance_weights`: the per-token correction ``min(pi_learner / pi_rollout, cap)`` for
+  tokens sampled by a rollout engine whose numerics differ from the learner's (vLLM vs DeepSpeed): truncated
+  importance sampling (Yao et al. 2025, "Your Efficient RL Framework Secretly Brings You Off-Policy RL
+  Training", https://fengyao.notion.site/off-policy-rl). :func:`policy_loss` multiplies each token's loss by it.
 * :func:`kl_loss`: a KL estimator from :mod:`rlhf.rl.kl` aggregated as a loss (GRPO, Shao et al. 2024).
 * :func:`entropy_from_logits`: per-token entropy, computed in row chunks so no full-size softmax
   copy of ``[B, T, V]`` is made at once.
@@ -38,6 +42,7 @@ __all__ = [
     "entropy_from_logits",
     "kl_loss",
     "policy_loss",
+    "truncated_importance_weights",
     "value_loss",
 ]
 
@@ -145,16 +150,20 @@ def policy_loss(
     aggregation: AggregationMode = "token_mean",
     global_token_count: int | None = None,
     global_seq_count: int | None = None,
+    is_weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, PolicyLossStats]:
     """PPO clipped surrogate loss (to minimise), with optional clip-higher and dual-clip.
 
     Per token: ``L = max(-A * rho, -A * clip(rho, 1 - clip_low, 1 + clip_high))``; with ``dual_clip = c``,
     tokens with ``A < 0`` use ``min(L, -A * c)``. The log-ratio is clamped to +-20 before ``exp``.
+    ``is_weights`` (``[B, T]``, constants, e.g. from :func:`truncated_importance_weights`) multiply each
+    token's ``L`` before aggregation.
     Shapes: ``logp`` (current policy, with grad), ``old_logp`` (behaviour policy), ``advantages``, ``mask``:
     all ``[B, T]``. Returns ``(loss, stats)``; the loss is aggregated with :func:`aggregate`.
     Sources: Schulman et al. 2017 eq. 7; Yu et al. 2025 (DAPO) clip-higher; Ye et al. 2020 dual-clip.
     """
-    check_token_shapes(mask, logp=logp, old_logp=old_logp, advantages=advantages)
+    check_token_shapes(mask, logp=logp, old_logp=old_logp, advantages=advantages,
+                       **({"is_weights": is_weights} if is_weights is not None else {}))
     _check_clip(clip_low, clip_high, dual_clip)
     dtype = torch.promote_types(logp.dtype, torch.float32)
     adv = advantages.detach().to(dtype)
@@ -168,6 +177,8 @@ def policy_loss(
         bound = -adv * dual_clip
         dual_active = (adv < 0) & (loss_mat > bound)
         loss_mat = torch.where(dual_active, bound, loss_mat)
+    if is_weights is not None:
+        loss_mat = loss_mat * is_weights.detach().to(dtype)
     loss = aggregate(loss_mat, mask, aggregation, global_token_count, global_seq_count)
 
     with torch.no_grad():
@@ -180,6 +191,25 @@ def policy_loss(
             ratio_max=torch.where(mask.to(torch.bool), ratio, torch.zeros_like(ratio)).max(),  # ratio > 0
         )
     return loss, stats
+
+
+@torch.no_grad()
+def truncated_importance_weights(
+    old_logp: torch.Tensor, rollout_logp: torch.Tensor, mask: torch.Tensor, cap: float = 2.0
+) -> torch.Tensor:
+    """Truncated importance weights ``min(exp(old_logp - rollout_logp), cap)``, ``[B, T]``, 0 on padding.
+
+    ``old_logp``: the learner's log-probs of the sampled tokens before the update (the PPO behaviour
+    policy); ``rollout_logp``: the rollout engine's log-probs of the same tokens when it sampled them. The
+    tokens were drawn from the engine, so the learner-side PPO objective is off-policy by the ratio of the
+    two; the cap bounds the variance (Yao et al. 2025 use 2). The log-ratio is clamped to +-20 before ``exp``.
+    """
+    check_token_shapes(mask, old_logp=old_logp, rollout_logp=rollout_logp)
+    if not cap >= 1.0:
+        raise ValueError(f"the importance-weight cap must be >= 1 (Yao et al. 2025 use 2), got {cap}")
+    dtype = torch.promote_types(old_logp.dtype, torch.float32)
+    log_ratio = (old_logp.to(dtype) - rollout_logp.to(dtype)).clamp(-_LOG_RATIO_CLAMP, _LOG_RATIO_CLAMP)
+    return torch.exp(log_ratio).clamp(max=cap) * mask.to(dtype)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """``rlhf generate``: K candidate replies per prompt from one or more policies, for annotation.
 
 Each policy samples through the shared :class:`~rlhf.rollout.types.RolloutEngine` protocol (the
-transformers engine here; vLLM on GPU nodes) with the configured sampling parameters and seed. Every
+transformers engine, or ``engine: vllm`` on CUDA nodes with the ``vllm`` extra) with the configured sampling parameters and seed. Every
 candidate carries its metadata: the policy that wrote it, the sampling parameters, its summed
 log-probability, token count and whether it ended with EOS. Candidates are keyed by content
 (``sha256(prompt_id, text)``), so identical replies to one prompt collapse into one.
@@ -24,6 +24,8 @@ from tqdm import tqdm
 from rlhf.artifacts import atomic_write_json, atomic_write_text
 from rlhf.config import RunConfig, StrictModel, register_stage_config
 from rlhf.errors import UserError
+from rlhf.rollout.engines import EngineKind
+from rlhf.rollout.vllm_engine import VLLMSettings
 from rlhf.stages.common import open_stage
 
 __all__ = ["GenerateConfig", "add_parser", "candidate_id", "read_candidates", "run_generate"]
@@ -44,6 +46,7 @@ class PolicySpec(StrictModel):
     path: str = Field(..., description="model folder, stage folder or hub id")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights dtype")
     device: Literal["cpu", "cuda", "auto"] = Field("auto", description="'auto' uses CUDA when present")
+    engine: EngineKind = Field("transformers", description="rollout engine: transformers, or vllm (CUDA only)")
 
 
 class SamplingConfig(StrictModel):
@@ -66,6 +69,7 @@ class GenerateConfig(StrictModel):
     policies: list[PolicySpec] = Field(..., min_length=1, description="policies that write candidates")
     sampling: SamplingConfig = Field(default_factory=SamplingConfig)
     batch_size: int = Field(32, ge=1, description="prompts per generation batch")
+    vllm: VLLMSettings = Field(default_factory=VLLMSettings, description="vLLM engine settings (engine: vllm)")
 
     @model_validator(mode="after")
     def _unique_names(self) -> "GenerateConfig":
@@ -74,6 +78,9 @@ class GenerateConfig(StrictModel):
             raise ValueError(f"policies[].name must be unique, got {names}")
         if self.sampling.temperature == 0 and self.sampling.n > 1:
             raise ValueError("sampling.n > 1 with sampling.temperature=0 gives identical candidates; raise the temperature")
+        if "vllm" in self.model_fields_set and all(p.engine != "vllm" for p in self.policies):
+            raise ValueError("vllm settings are set but no policy uses engine: vllm; set policies[].engine=vllm "
+                             "or remove vllm")
         return self
 
 
@@ -106,7 +113,7 @@ def _load_prompts(source: PromptSource, seed: int) -> list[dict]:
 def run_generate(cfg: GenerateConfig) -> Path:
     """Run (or skip, when already complete) candidate generation; returns the stage folder."""
     from rlhf.models.loader import resolve_model_path
-    from rlhf.rollout import SamplingParams, TransformersRolloutEngine
+    from rlhf.rollout import SamplingParams, open_engine
 
     resolved = {p.name: resolve_model_path(p.path) for p in cfg.policies}
     inputs: dict[str, str | Path] = {f"policy:{name}": path for name, path in resolved.items()
@@ -124,8 +131,8 @@ def run_generate(cfg: GenerateConfig) -> Path:
     duplicates = 0
     with run.lock():
         for index, policy in enumerate(cfg.policies):
-            engine = TransformersRolloutEngine.from_pretrained(resolved[policy.name], dtype=policy.dtype,
-                                                               device=policy.device, batch_size=cfg.batch_size)
+            engine = open_engine(policy.engine, resolved[policy.name], policy.dtype, policy.device, cfg.batch_size,
+                                 cfg.vllm if policy.engine == "vllm" else None)
             bar = tqdm(range(0, len(prompts), cfg.batch_size), desc=f"generate {policy.name}", unit="batch")
             for start in bar:
                 chunk = prompts[start:start + cfg.batch_size]

@@ -49,6 +49,7 @@ from rlhf.ppo.checkpoint import ControllerState, DataPosition
 from rlhf.ppo.launcher import ResourcesConfig
 from rlhf.ppo.weight_sync import check_sync, connect_sync_group, sync_weights
 from rlhf.rl import AggregationMode, KLKind, TruncationMode
+from rlhf.rollout.vllm_engine import VLLMSettings
 
 __all__ = ["PPOConfig", "add_parser", "compute_advantages", "normalise_rewards", "run_ppo"]
 
@@ -113,13 +114,19 @@ class AlgorithmConfig(StrictModel):
     aggregation: AggregationMode = Field("token_mean", description="loss aggregation over the mini-batch")
     truncation: TruncationMode = Field("none", description="replies cut by max_new_tokens: none, penalty or mask")
     truncation_penalty: float = Field(0.0, ge=0, description="subtracted from truncated replies' rewards (penalty)")
+    rollout_correction: Literal["none", "tis"] = Field(
+        "none", description="tis: weight each token's loss by min(pi_learner / pi_rollout, tis_cap), correcting "
+        "for a rollout engine whose numerics differ from the learner's (vLLM); none: no correction")
+    tis_cap: float = Field(2.0, ge=1, description="truncation cap of the importance weights (rollout_correction=tis)")
     kl: KLConfig = Field(default_factory=KLConfig)
 
 
 class RolloutConfig(StrictModel):
     """Sampling of the rollout batch."""
 
-    engine: Literal["transformers"] = Field("transformers", description="rollout engine")
+    engine: Literal["transformers", "vllm"] = Field(
+        "transformers", description="rollout engine: transformers (CPU or GPU) or vllm (CUDA only, the vllm extra)")
+    vllm: VLLMSettings = Field(default_factory=VLLMSettings, description="vLLM engine settings (engine=vllm)")
     prompts_per_step: int = Field(16, ge=1, description="prompts per step")
     n: int = Field(1, ge=1, description="replies per prompt (>= 2 for grpo and rloo)")
     temperature: float = Field(1.0, gt=0, description="sampling temperature")
@@ -138,6 +145,17 @@ class LearnerConfig(StrictModel):
     max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
     micro_batch_size: int = Field(8, ge=1, description="samples per forward/backward on one rank")
     zero_stage: Literal[0, 1, 2, 3] = Field(0, description="DeepSpeed ZeRO stage")
+    offload_optimizer: bool = Field(False, description="keep optimizer states in CPU memory (ZeRO 2/3)")
+    offload_params: bool = Field(False, description="keep parameters in CPU memory between uses (ZeRO 3)")
+    gradient_checkpointing: bool = Field(False, description="recompute activations in backward (less memory)")
+
+    @model_validator(mode="after")
+    def _offload(self) -> LearnerConfig:
+        if self.offload_optimizer and self.zero_stage < 2:
+            raise ValueError(f"learner.offload_optimizer needs learner.zero_stage 2 or 3, got {self.zero_stage}")
+        if self.offload_params and self.zero_stage != 3:
+            raise ValueError(f"learner.offload_params needs learner.zero_stage=3, got {self.zero_stage}")
+        return self
 
 
 class SyncConfig(StrictModel):
@@ -216,7 +234,44 @@ class PPOConfig(StrictModel):
             raise ValueError("critic.init_from=reward needs reward.model; use critic.init_from=policy")
         if algo.truncation == "penalty" and algo.truncation_penalty == 0:
             raise ValueError("algorithm.truncation=penalty needs algorithm.truncation_penalty > 0")
+        if "tis_cap" in algo.model_fields_set and algo.rollout_correction != "tis":
+            raise ValueError("algorithm.tis_cap applies to algorithm.rollout_correction=tis; set that or remove "
+                             "algorithm.tis_cap")
+        self._check_vllm()
         return self
+
+    def _check_vllm(self) -> None:
+        rollout, res = self.rollout, self.resources
+        if rollout.engine != "vllm":
+            if "vllm" in rollout.model_fields_set:
+                raise ValueError(f"rollout.vllm is set but rollout.engine is '{rollout.engine}'; "
+                                 "set rollout.engine=vllm or remove rollout.vllm")
+            return
+        tp, gpus = rollout.vllm.tensor_parallel_size, res.rollout.num_gpus
+        if gpus <= 0:
+            raise ValueError("rollout.engine=vllm needs resources.rollout.num_gpus > 0 (vLLM runs on CUDA GPUs only); "
+                             "on CPU use rollout.engine=transformers")
+        if tp > 1 and gpus != tp:
+            raise ValueError(f"rollout.vllm.tensor_parallel_size={tp} needs resources.rollout.num_gpus={tp} "
+                             f"(one whole GPU per tensor-parallel rank), got {gpus:g}")
+        if tp == 1 and gpus > 1:
+            raise ValueError(f"resources.rollout.num_gpus={gpus:g} but one engine with tensor_parallel_size=1 uses "
+                             "one GPU; set num_gpus to 1 (or a fraction to share it) or raise tensor_parallel_size")
+        if rollout.vllm.sleep == "on" and not self.rollout_shares_gpu:
+            raise ValueError("rollout.vllm.sleep=on frees the GPU for a learner on the same GPU, but the rollout "
+                             "role is not colocated with the policy; add [rollout, policy] to resources.colocate "
+                             "or set rollout.vllm.sleep=auto")
+
+    @property
+    def rollout_sleeps(self) -> bool:
+        """The vLLM engines free their GPU memory between generations (rollout.vllm.sleep)."""
+        sleep = self.rollout.vllm.sleep
+        return self.rollout.engine == "vllm" and (sleep == "on" or (sleep == "auto" and self.rollout_shares_gpu))
+
+    @property
+    def rollout_shares_gpu(self) -> bool:
+        """The rollout workers share GPUs with the policy learner (listed together in resources.colocate)."""
+        return any("rollout" in group and "policy" in group for group in self.resources.colocate)
 
     @property
     def uses_critic(self) -> bool:
@@ -379,7 +434,8 @@ def _learner_spec(cfg: PPOConfig, model_path: str, lr: float, threads: float):
                        zero_stage=cfg.learner.zero_stage, micro_batch_size=cfg.learner.micro_batch_size,
                        grad_accum_steps=cfg.algorithm.mini_batch_size // per_step,
                        lora=cfg.model.lora if cfg.model.lora.enabled else None, seed=cfg.run.seed,
-                       threads=max(1, int(threads)))
+                       threads=max(1, int(threads)), gradient_checkpointing=cfg.learner.gradient_checkpointing,
+                       offload_optimizer=cfg.learner.offload_optimizer, offload_params=cfg.learner.offload_params)
 
 
 def _critic_source(cfg: PPOConfig, policy_path: str) -> tuple[str, bool]:
@@ -414,9 +470,11 @@ def _start_roles(cfg: PPOConfig, policy_path: str, backend: str):
         spec = _learner_spec(cfg, policy_path, cfg.learner.lr, res.policy.num_cpus)
         roles.policy = [start_actor(PolicyLearner, roles.group, where["policy"][r], res.policy, env, spec, r, ranks,
                                     backend) for r in range(ranks)]
+        vllm = cfg.rollout.vllm if cfg.rollout.engine == "vllm" else None
         roles.rollout = [start_actor(RolloutWorker, roles.group, where["rollout"][i], res.rollout, env, policy_path,
                                      cfg.rollout.engine, model.dtype, model.device, cfg.rollout.batch_size,
-                                     max(1, int(res.rollout.num_cpus))) for i in range(res.rollout_workers)]
+                                     max(1, int(res.rollout.num_cpus)), vllm, cfg.rollout_sleeps)
+                         for i in range(res.rollout_workers)]
         roles.reference = start_actor(ReferenceActor, roles.group, where["reference"][0], res.reference, env,
                                       policy_path, model.dtype, model.device, cfg.learner.micro_batch_size,
                                       max(1, int(res.reference.num_cpus)))
@@ -515,6 +573,23 @@ def _save_checkpoint(run: StageRun, roles, state: ControllerState, keep: int) ->
     ckpt.prune_checkpoints(run.dir, keep)
 
 
+# The post-sync probe compares log-probs at temperature 1: a weight difference shows at any temperature,
+# and vLLM scores given tokens at temperature 1 only.
+PROBE_TEMPERATURE = 1.0
+
+
+def _sync_rollout(roles, method: str, manifest, sleeping: bool) -> None:
+    """Copy the policy into the rollout workers; sleeping vLLM engines wake their weights first and their
+    KV cache after (so the learner's memory is free until the weights arrive)."""
+    import ray
+
+    if sleeping:
+        ray.get([w.wake_up.remote(["weights"]) for w in roles.rollout])
+    sync_weights(roles.policy, roles.rollout, method, manifest)
+    if sleeping:
+        ray.get([w.wake_up.remote(["kv_cache"]) for w in roles.rollout])
+
+
 def _mean_stats(rows: list[dict[str, float]], prefix: str) -> dict[str, float]:
     keys = {k for row in rows for k in row}
     return {f"{prefix}{k}": statistics.fmean(row[k] for row in rows if k in row) for k in sorted(keys)}
@@ -538,6 +613,7 @@ def _train(cfg: PPOConfig, run: StageRun, policy_path: str) -> Path:
         critic_warmup_active,
         group_mean_std,
         kl_estimate,
+        truncated_importance_weights,
     )
     from rlhf.rollout.types import SamplingParams
     from rlhf.stages.common import MetricsLogger
@@ -581,7 +657,7 @@ def _train(cfg: PPOConfig, run: StageRun, policy_path: str) -> Path:
         atomic_write_json(run.path("placement.json"), _placement(roles))
         manifest = ray.get(roles.policy[0].weight_manifest.remote())
         sync_method = connect_sync_group(roles.policy, roles.rollout, cfg.sync.method, backend_sync,
-                                         cfg.sync.timeout_s)
+                                         cfg.sync.timeout_s, shares_gpu=cfg.rollout_shares_gpu and backend_sync == "nccl")
         print(f"ppo: {len(roles.rollout)} rollout worker(s), {len(roles.policy)} learner rank(s), "
               f"weight sync via {sync_method}")
         if resume is not None:
@@ -595,7 +671,7 @@ def _train(cfg: PPOConfig, run: StageRun, policy_path: str) -> Path:
             set_rng_state(state.rng)
             ckpt.truncate_metrics(logger.path, start_step)
             sync_weights(roles.policy, roles.rollout, sync_method, manifest)
-            check_sync(roles.policy, roles.rollout, probe, temperature, cfg.sync.probe_tolerance, start_step)
+            check_sync(roles.policy, roles.rollout, probe, PROBE_TEMPERATURE, cfg.sync.probe_tolerance, start_step)
             print(f"ppo: resumed from {resume.name} (step {start_step})")
         norm = ray.get(roles.reward.stats.remote()) if cfg.reward.model and cfg.reward.normalize else None
         if cfg.reward.model and cfg.reward.normalize and norm is None:
@@ -617,6 +693,8 @@ def _train(cfg: PPOConfig, run: StageRun, policy_path: str) -> Path:
             rollout = Rollout.from_samples(_generate(roles.rollout, prompts, params, seeds), pad_id, cfg.rollout.n)
             if probe is None:
                 probe = rollout.tokens.select(torch.arange(min(cfg.sync.probe_size, len(rollout)))).lists()
+            if cfg.rollout_sleeps:
+                ray.get([w.sleep.remote() for w in roles.rollout])
             metrics["timing/generation"] = time.perf_counter() - t_step
 
             # 2. score: reward, reference and behaviour log-probs, values (all roles at once)
@@ -643,8 +721,11 @@ def _train(cfg: PPOConfig, run: StageRun, policy_path: str) -> Path:
             advantages, returns = compute_advantages(
                 algo.advantage, rewards, kl, kl_ctl.value, not kl_in_loss, mask, loss_mask, cfg.rollout.n, values,
                 algo.gamma, algo.lam, algo.whiten_advantages, algo.grpo_std_normalise)
+            is_weights = (truncated_importance_weights(old_logprobs, rollout.logprobs, loss_mask, algo.tis_cap)
+                          if algo.rollout_correction == "tis" else None)
             batch = Batch(rollout.tokens, loss_mask, old_logprobs, advantages,
-                          ref_logprobs=ref_logprobs if kl_in_loss else None, old_values=values, returns=returns)
+                          ref_logprobs=ref_logprobs if kl_in_loss else None, old_values=values, returns=returns,
+                          is_weights=is_weights)
             metrics["timing/advantages"] = time.perf_counter() - t0
 
             # 4. PPO epochs over shuffled mini-batches (each split over the learner ranks)
@@ -672,8 +753,9 @@ def _train(cfg: PPOConfig, run: StageRun, policy_path: str) -> Path:
             sequence_kl = kl.sum(dim=1)
             kl_ctl.update(float(sequence_kl.mean()), len(rollout))
             t0 = time.perf_counter()
-            sync_weights(roles.policy, roles.rollout, sync_method, manifest)
-            probe_diff = check_sync(roles.policy, roles.rollout, probe, temperature, cfg.sync.probe_tolerance, step)
+            _sync_rollout(roles, sync_method, manifest, cfg.rollout_sleeps)
+            probe_diff = check_sync(roles.policy, roles.rollout, probe, PROBE_TEMPERATURE, cfg.sync.probe_tolerance,
+                                    step)
             metrics["timing/sync"] = time.perf_counter() - t0
 
             # 6. log
@@ -691,6 +773,10 @@ def _train(cfg: PPOConfig, run: StageRun, policy_path: str) -> Path:
                 "objective/non_score_reward": float((-beta * sequence_kl).mean()),
                 **_mean_stats(policy_rows, "train/"), **_mean_stats(critic_rows, "train/critic_"),
             })
+            if is_weights is not None and loss_mask.sum() > 0:
+                valid = loss_mask.bool()
+                metrics["rollout/is_weight_mean"] = float(is_weights[valid].mean())
+                metrics["rollout/is_weight_capped"] = float((is_weights[valid] >= algo.tis_cap).float().mean())
             if cfg.rollout.n >= 2:
                 _, group_std = group_mean_std(raw_scores, group_size=cfg.rollout.n)
                 metrics["rollout/zero_std_groups"] = float((group_std == 0).float().mean())
