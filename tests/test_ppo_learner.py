@@ -132,6 +132,23 @@ def test_zero2_with_optimizer_offload_matches_zero0(tiny_path, rollout):
         assert torch.allclose(tensor, _weights(offloaded)[name], atol=1e-6), name
 
 
+def test_bf16_learners_at_zero2_and_zero3_take_the_same_step(tiny_path, rollout):
+    """The CUDA learner settings (bf16, ZeRO-2/3, gradient checkpointing) on the CPU: equal bf16 updates."""
+    steps = {}
+    for zero in (2, 3):
+        learner = _policy(tiny_path, dtype="bfloat16", zero_stage=zero, gradient_checkpointing=True)
+        assert learner.model.engine.bfloat16_enabled()
+        batch = _batch(rollout, learner)
+        before = _weights(learner)
+        _step(learner, batch)
+        after = _weights(learner)
+        assert all(t.dtype == torch.bfloat16 for t in after.values())
+        steps[zero] = {name: after[name].float() - before[name].float() for name in before}
+    assert sum(d.abs().sum() for d in steps[2].values()) > 0
+    for name, delta in steps[2].items():
+        assert torch.equal(delta, steps[3][name]), name
+
+
 def test_offload_needs_the_right_zero_stage(tiny_path):
     with pytest.raises(ValueError, match="offload_optimizer needs ZeRO stage 2 or 3"):
         LearnerSpec(model_path=tiny_path, offload_optimizer=True, zero_stage=1)
