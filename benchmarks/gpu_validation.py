@@ -28,6 +28,7 @@ Examples::
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
 import json
 import os
@@ -139,8 +140,8 @@ def section_learner(path: str, args: argparse.Namespace) -> list[dict]:
             n_params = params - embed * (0 if cfg.tie_word_embeddings else 1)
         else:
             n_params = non_embedding_parameters(model)
-        step = lambda: learner.train_minibatch(batch, PolicyLossSettings(), 0.0, batch.token_count,  # noqa: E731
-                                               batch.sequence_count)
+        step = functools.partial(learner.train_minibatch, batch, PolicyLossSettings(), 0.0, batch.token_count,
+                                 batch.sequence_count)
         step()  # warm-up
         _reset_peak(args.device)
         start = time.perf_counter()
@@ -151,12 +152,11 @@ def section_learner(path: str, args: argparse.Namespace) -> list[dict]:
         tokens_per_s = args.batch * args.seq_len / seconds
         flops = decoder_flops_per_token(n_params, cfg.num_hidden_layers, cfg.hidden_size, args.seq_len)
         peak = args.peak_tflops or peak_tflops(_device_name(args.device))
-        rows.append({"section": "learner", "zero_stage": zero, "dtype": args.dtype, "params_m": n_params / 1e6,
+        _emit(rows, {"section": "learner", "zero_stage": zero, "dtype": args.dtype, "params_m": n_params / 1e6,
                      "gradient_checkpointing": args.checkpointing, "batch": args.batch, "seq_len": args.seq_len,
                      "steps_per_s": 1 / seconds, "tokens_per_s": tokens_per_s,
                      "peak_mem_gib": _peak_gib(args.device),
                      "mfu": mfu(tokens_per_s, flops, peak) if peak else None})
-        print(json.dumps(rows[-1]), flush=True)
         del learner, batch, model
         _free(args.device)
     return rows
@@ -186,6 +186,21 @@ def _unavailable(kind: str) -> str | None:
     return None
 
 
+def _emit(rows: list[dict], row: dict) -> None:
+    rows.append(row)
+    print(json.dumps(row), flush=True)
+
+
+def _engines_here(section: str, rows: list[dict]):
+    """The engines that can run here; a row saying why for each that cannot."""
+    for kind in ("transformers", "vllm"):
+        why = _unavailable(kind)
+        if why:
+            _emit(rows, {"section": section, "engine": kind, "skipped": why})
+        else:
+            yield kind
+
+
 def _prompts(count: int) -> list[str]:
     from rlhf.world.demo import generate_prompts
 
@@ -197,12 +212,7 @@ def section_rollout(path: str, args: argparse.Namespace) -> list[dict]:
 
     rows = []
     params = SamplingParams(n=1, temperature=1.0, max_new_tokens=args.max_new_tokens)
-    for kind in ("transformers", "vllm"):
-        why = _unavailable(kind)
-        if why:
-            rows.append({"section": "rollout", "engine": kind, "skipped": why})
-            print(json.dumps(rows[-1]), flush=True)
-            continue
+    for kind in _engines_here("rollout", rows):
         engine = _engine(kind, path, args, batch_size=max(args.rollout_batches))
         engine.generate(_prompts(2), params, seed=0)  # warm-up (CUDA graphs, allocator)
         for size in args.rollout_batches:
@@ -213,9 +223,8 @@ def section_rollout(path: str, args: argparse.Namespace) -> list[dict]:
             _sync(args.device)
             seconds = time.perf_counter() - start
             generated = sum(len(s.response_ids) for s in samples)
-            rows.append({"section": "rollout", "engine": kind, "batch": size, "max_new_tokens": args.max_new_tokens,
+            _emit(rows, {"section": "rollout", "engine": kind, "batch": size, "max_new_tokens": args.max_new_tokens,
                          "generated_tokens": generated, "seconds": seconds, "tokens_per_s": generated / seconds})
-            print(json.dumps(rows[-1]), flush=True)
         del engine
         _free(args.device)
     return rows
@@ -231,12 +240,7 @@ def section_sync(path: str, args: argparse.Namespace) -> list[dict]:
     batch = _random_batch(learner, args.micro_batch, 32, 32, seed=7)
     learner.train_minibatch(batch, PolicyLossSettings(), 0.0, batch.token_count, batch.sequence_count)
     size_gb = sum(t.numel() * t.element_size() for _, t in learner._weights()) / 1e9
-    for kind in ("transformers", "vllm"):
-        why = _unavailable(kind)
-        if why:
-            rows.append({"section": "sync", "engine": kind, "skipped": why})
-            print(json.dumps(rows[-1]), flush=True)
-            continue
+    for kind in _engines_here("sync", rows):
         engine = _engine(kind, path, args)
         samples = engine.generate(_prompts(4), SamplingParams(max_new_tokens=32), seed=3)
         probe = [list(s.prompt_ids) for s in samples], [list(s.response_ids) for s in samples]
@@ -249,10 +253,9 @@ def section_sync(path: str, args: argparse.Namespace) -> list[dict]:
         _sync(args.device)
         seconds = time.perf_counter() - start
         after = probe_difference(engine.logprobs(*probe, 1.0), learner.probe_logprobs(*probe, 1.0))
-        rows.append({"section": "sync", "engine": kind, "tensors": loaded, "gb": size_gb, "seconds": seconds,
+        _emit(rows, {"section": "sync", "engine": kind, "tensors": loaded, "gb": size_gb, "seconds": seconds,
                      "seconds_per_gb": seconds / size_gb, "probe_diff_before": before, "probe_diff_after": after,
                      "equal_after_sync": after <= args.tolerance})
-        print(json.dumps(rows[-1]), flush=True)
         del engine
         _free(args.device)
     return rows

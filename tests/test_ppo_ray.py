@@ -1,5 +1,6 @@
 """``rlhf train ppo`` end to end under a local Ray on the tiny model: PPO with a reward model and a critic
-initialised from it, on two data-parallel learner ranks with ZeRO-2 (broadcast sync); and RLOO with
+initialised from it, on two data-parallel learner ranks with ZeRO-2, gradient checkpointing and truncated
+importance sampling (broadcast sync); and RLOO with
 object-store sync, where one deliberately skipped weight sync must fail the probe check. (GRPO with a
 reward function runs in test_ppo_resume.py, REINFORCE++ on two nodes in test_ppo_placement.py.)"""
 
@@ -82,7 +83,8 @@ def _changed(start: str, trained: Path) -> bool:
 def test_ppo_with_reward_model_and_critic_on_two_learner_ranks(local_ray, tiny_path, reward_model, tmp_path):
     run_dir = _run(tmp_path, f"reward.model={reward_model}", "train.steps=2", "train.save_steps=1",
                    "rollout.n=2", "critic.lr=1e-3", "resources.learner_workers=2", "learner.zero_stage=2",
-                   "resources.policy.num_cpus=0.5", "resources.critic.num_cpus=0.5")
+                   "resources.policy.num_cpus=0.5", "resources.critic.num_cpus=0.5",
+                   "algorithm.rollout_correction=tis", "learner.gradient_checkpointing=true")
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert {"model", "metrics.jsonl", "placement.json", "samples.jsonl"} <= set(manifest["outputs"])
     assert manifest["inputs"]["reward_model"]["path"].endswith("/model")
@@ -90,6 +92,8 @@ def test_ppo_with_reward_model_and_critic_on_two_learner_ranks(local_ray, tiny_p
     assert [r["step"] for r in rows] == [1, 2]
     for row in rows:
         assert row["rollout/sync_probe_diff"] <= 1e-3
+        # The transformers engine and the learner compute the same log-probs: the importance weights are ~1.
+        assert row["rollout/is_weight_mean"] == pytest.approx(1.0, abs=1e-3) and row["rollout/is_weight_capped"] == 0
         assert {"train/policy_loss", "train/critic_value_loss", "objective/kl", "timing/generation",
                 "timing/sync"} <= set(row)
     # rewards are normalised with the stored statistics: reward = (score - 0.1) / 0.5

@@ -76,7 +76,8 @@ def test_generate_with_vllm_on_cpu_fails_in_one_line(tmp_path, tiny_path):
     config = tmp_path / "gen.yaml"
     config.write_text(f"stage: generate\nrun: {{root: {tmp_path / 'runs'}}}\n"
                       f"policies: [{{name: a, path: {tiny_path}, engine: vllm}}]\nprompts: {{limit: 2}}\n")
-    out = subprocess.run([sys.executable, "-m", "rlhf.cli", "generate", str(config)], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "rlhf.cli", "generate", str(config)], capture_output=True, text=True,
+                         check=False)
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     assert out.returncode == 2
