@@ -188,6 +188,7 @@ class VLLMRolloutEngine:
         config = AutoConfig.from_pretrained(model_path)
         self.tied_embeddings = bool(getattr(config, "tie_word_embeddings", False))
         self._parameter_names: list[str] | None = None
+        self._kv_cache_asleep = False
         self._vllm = vllm
 
     @property
@@ -237,7 +238,8 @@ class VLLMRolloutEngine:
     def _loaded(self, counts: list[int], expected: int) -> int:
         if any(c != expected for c in counts):
             raise RuntimeError(f"vLLM workers loaded {counts} tensors, expected {expected} each")
-        self.llm.reset_prefix_cache()
+        if not self._kv_cache_asleep:  # a level-2 sleep already dropped the cache with the old weights' keys
+            self.llm.reset_prefix_cache()
         return expected
 
     def load_weights(self, weights: NamedTensors) -> int:
@@ -262,7 +264,10 @@ class VLLMRolloutEngine:
         if not self.sleep_enabled:
             raise RuntimeError("this engine was built without sleep mode")
         self.llm.sleep(level=2)
+        self._kv_cache_asleep = True
 
     def wake_up(self, tags: list[str] | None = None) -> None:
         """Re-allocate ``tags`` (``weights``, ``kv_cache``; None: everything)."""
         self.llm.wake_up(tags=tags)
+        if tags is None or "kv_cache" in tags:
+            self._kv_cache_asleep = False
