@@ -57,3 +57,23 @@ def test_config_show_resolves_overrides(tmp_path, capsys):
     cfg.write_text("stage: sft\n")
     assert main(["config", "show", str(cfg), "train.lr=0.5"]) == 0
     assert "lr: 0.5" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("argv", [
+    ["label", "pull", "configs/label/pull-demo.yaml", "push=runs/label_push/demo-1", "min_votes=2"],
+    ["label", "pull", "-c", "configs/label/pull-demo.yaml", "-s", "push=runs/label_push/demo-1", "-s", "min_votes=2"],
+    ["label", "pull", "-c", "configs/label/pull-demo.yaml", "push=runs/label_push/demo-1", "min_votes=2"],
+])
+def test_label_loop_commands_take_the_positional_form_of_the_other_stages(argv):
+    from rlhf.labeling.loop_cli import _config
+
+    cfg = _config(build_parser().parse_args(argv), "label_pull")
+    assert cfg.push == "runs/label_push/demo-1" and cfg.min_votes == 2
+    assert cfg.run.name == "demo"  # from the file (the built-in default is 'run')
+
+
+def test_label_loop_positional_errors_are_one_line(capsys):
+    assert main(["label", "pull", "configs/label/pull-demo.yaml", "oops"]) == 2
+    assert "'oops' is not an override of the form key.path=value" in capsys.readouterr().err
+    assert main(["label", "pull", "-c", "configs/label/push-demo.yaml", "configs/label/pull-demo.yaml"]) == 2
+    assert "two config files" in capsys.readouterr().err

@@ -2,14 +2,16 @@
 
 ::
 
-    rlhf label push     [-c FILE] [-s KEY=VALUE ...]            candidates -> one Argilla dataset per round
-    rlhf label simulate [-c FILE] [-s KEY=VALUE ...]            bot annotators work the round's queue
-    rlhf label status   [-c FILE] [-s KEY=VALUE ...] [--json]   progress overall and per annotator
-    rlhf label pull     [-c FILE] [-s KEY=VALUE ...]            snapshot: responses, pairs, quality report
+    rlhf label push     [CONFIG] [KEY=VALUE ...]            candidates -> one Argilla dataset per round
+    rlhf label simulate [CONFIG] [KEY=VALUE ...]            bot annotators work the round's queue
+    rlhf label status   [CONFIG] [KEY=VALUE ...] [--json]   progress overall and per annotator
+    rlhf label pull     [CONFIG] [KEY=VALUE ...]            snapshot: responses, pairs, quality report
 
-``-c`` names a YAML file of the command's stage (``label_push``, ``label_simulate``, ``label_pull``; ``status``
-takes a ``label_pull`` or ``label_simulate`` file, using its ``push``, ``argilla`` and ``service`` keys) and
-``-s`` gives dotted overrides, e.g. ``-s push=runs/label_push/demo-1a2b3c4d5e6f``. See docs/preference-loop.md.
+``CONFIG`` names a YAML file of the command's stage (``label_push``, ``label_simulate``, ``label_pull``;
+``status`` takes a ``label_pull`` or ``label_simulate`` file, using its ``push``, ``argilla`` and ``service``
+keys) and ``KEY=VALUE`` gives dotted overrides, e.g. ``push=runs/label_push/demo-1a2b3c4d5e6f``, as in every
+other stage. ``-c FILE`` and ``-s KEY=VALUE`` (the form of the other ``rlhf label`` commands) mean the same.
+See docs/preference-loop.md.
 """
 
 from __future__ import annotations
@@ -28,9 +30,12 @@ STATUS_STAGES = ("label_pull", "label_simulate")
 
 
 def _options(parser: argparse.ArgumentParser, stage: str, accepts: str | None = None) -> None:
-    """``-c/--config`` and ``-s/--set`` as in every ``rlhf label`` command, with the stage's keys in --help."""
+    """``[CONFIG] [KEY=VALUE ...]`` as in the other stages, ``-c/--config`` and ``-s/--set`` as in the other
+    ``rlhf label`` commands, with the stage's keys in --help."""
     from rlhf.commands.common import config_epilog
 
+    parser.add_argument("positional", nargs="*", default=[], metavar="[CONFIG] [KEY=VALUE]",
+                        help="a YAML config file, then dotted overrides (the same as -c and -s)")
     parser.add_argument("-c", "--config", default=None,
                         help=f"YAML config with 'stage: {accepts or stage}' (default: built-in)")
     parser.add_argument("-s", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -39,7 +44,26 @@ def _options(parser: argparse.ArgumentParser, stage: str, accepts: str | None = 
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
 
 
+def _merge_positional(args: argparse.Namespace) -> None:
+    """Fold ``CONFIG KEY=VALUE ...`` into ``args.config`` and ``args.overrides``."""
+    from rlhf.errors import UserError
+
+    rest = list(args.positional)
+    args.positional = []
+    if rest and ("=" not in rest[0] or rest[0].endswith((".yaml", ".yml"))):
+        path = rest.pop(0)
+        if args.config is not None and args.config != path:
+            raise UserError(f"two config files, -c {args.config} and {path}; give one")
+        args.config = path
+    bad = [item for item in rest if "=" not in item]
+    if bad:
+        raise UserError(f"'{bad[0]}' is not an override of the form key.path=value, and the config file "
+                        "comes first (e.g. rlhf label pull configs/label/pull-demo.yaml push=runs/label_push/<id>)")
+    args.overrides = [*args.overrides, *rest]
+
+
 def _config(args: argparse.Namespace, stage: str | None) -> Any:
+    _merge_positional(args)
     return load_config(args.config, list(args.overrides), expect_stage=stage)
 
 
@@ -62,6 +86,7 @@ def _status(args: argparse.Namespace) -> int:
     from rlhf.labeling.loop.common import connect, load_pseudonym_key, read_push
     from rlhf.labeling.loop.status import round_status
 
+    _merge_positional(args)
     cfg = _config(args, None if args.config else "label_pull")
     if cfg.stage not in STATUS_STAGES:
         raise UserError(f"{args.config} configures stage '{cfg.stage}'; "
