@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rlhf.config import ConfigError
 
-__all__ = ["ConfigError", "UserError", "USER_ERRORS"]
+__all__ = ["USER_ERRORS", "ConfigError", "UserError"]
 
 
 class UserError(RuntimeError):

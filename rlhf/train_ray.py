@@ -40,9 +40,9 @@ __all__ = [
     "connect_ray",
     "per_device_batch_size",
     "run_on_ray",
-    "trl_worker",
     "train_in_worker",
     "trainer_arguments",
+    "trl_worker",
     "worker_rank",
 ]
 

@@ -103,9 +103,8 @@ def test_lock_refuses_a_live_writer_and_takes_over_a_dead_one(tmp_path):
         assert (run.dir / ".lock").read_text() == str(os.getpid())
     assert not (run.dir / ".lock").exists()
     (run.dir / ".lock").write_text(str(os.getppid()))  # a live process
-    with pytest.raises(RuntimeError, match="is being written by process"):
-        with run.lock():
-            pass
+    with pytest.raises(RuntimeError, match="is being written by process"), run.lock():
+        pass
 
 
 def test_lineage_outside_a_stage_folder(tmp_path):

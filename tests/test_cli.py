@@ -46,7 +46,7 @@ def test_validate_reports_bad_config_in_one_line(tmp_path, capsys):
 
 def test_stage_error_exits_2_with_one_line(tmp_path):
     proc = subprocess.run([sys.executable, "-m", "rlhf.cli", "train", "sft", "train.lrr=1"],
-                          capture_output=True, text=True, cwd=tmp_path)
+                          check=False, capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("rlhf: error:") and "did you mean 'lr'" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1

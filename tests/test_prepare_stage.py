@@ -85,7 +85,7 @@ def test_bad_input_names_the_line(tmp_path):
     src = tmp_path / "bad.jsonl"
     src.write_text('{"prompt": "fine"}\n{"prompt": "   "}\n')
     proc = subprocess.run([sys.executable, "-m", "rlhf.cli", "prepare", f"run.root={tmp_path}", "source.kind=file",
-                           f"source.path={src}"], capture_output=True, text=True)
+                           f"source.path={src}"], capture_output=True, text=True, check=False)
     assert proc.returncode == 2
     assert "line 2" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
     assert not list(tmp_path.glob("prepare/*/manifest.json"))

@@ -58,7 +58,7 @@ def test_submit_ppo_stage_to_two_node_cluster(two_node_cluster, tmp_path):
     proc = subprocess.run(
         [sys.executable, "-m", "rlhf.cli", "submit", "ppo", *PPO_TINY, "run.name=submitted",
          "--address", two_node_cluster, "--run-root", str(root), "--timeout", "500"],
-        capture_output=True, text=True, cwd=REPO, timeout=600)
+        capture_output=True, text=True, cwd=REPO, timeout=600, check=False)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "SUCCEEDED" in proc.stdout
     manifests = list(root.glob("ppo/submitted-*/manifest.json"))

@@ -66,7 +66,7 @@ def submit_stage(
 
     try:
         client = JobSubmissionClient(address)
-    except Exception as err:  # the SDK raises ConnectionError or RuntimeError subclasses
+    except Exception as err:  # noqa: BLE001  (the SDK raises ConnectionError or RuntimeError subclasses)
         raise UserError(f"cannot reach the Ray job server at {address} ({err.__class__.__name__}); "
                         "start the cluster or pass --address http://HEAD:8265") from None
     runtime_env = {

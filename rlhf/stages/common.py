@@ -10,7 +10,7 @@ from typing import Any
 from rlhf.artifacts import StageRun, begin_stage
 from rlhf.config import StrictModel
 
-__all__ = ["MetricsLogger", "open_stage", "fingerprint_config"]
+__all__ = ["MetricsLogger", "fingerprint_config", "open_stage"]
 
 
 def fingerprint_config(cfg: StrictModel) -> dict[str, Any]:

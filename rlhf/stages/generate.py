@@ -72,7 +72,7 @@ class GenerateConfig(StrictModel):
     vllm: VLLMSettings = Field(default_factory=VLLMSettings, description="vLLM engine settings (engine: vllm)")
 
     @model_validator(mode="after")
-    def _unique_names(self) -> "GenerateConfig":
+    def _unique_names(self) -> GenerateConfig:
         names = [p.name for p in self.policies]
         if len(set(names)) != len(names):
             raise ValueError(f"policies[].name must be unique, got {names}")

@@ -274,7 +274,7 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
 
 
 def _print_summary(summary: list[dict[str, Any]], elapsed: float) -> None:
-    print("\n=== pipeline finished in {:.0f} s ({:.1f} min)".format(elapsed, elapsed / 60))
+    print(f"\n=== pipeline finished in {elapsed:.0f} s ({elapsed / 60:.1f} min)")
     for entry in summary:
         gold = _gold_comparisons(Path(entry["eval"]), "gold")
         print(f"round {entry['round']}: report {entry['report']}")

@@ -39,7 +39,7 @@ class SourceConfig(StrictModel):
     demo_prompts: int = Field(600, ge=1, description="demo-world prompts to generate (demo kind)")
 
     @model_validator(mode="after")
-    def _path_matches_kind(self) -> "SourceConfig":
+    def _path_matches_kind(self) -> SourceConfig:
         if self.kind in ("file", "hh") and not self.path:
             raise ValueError(f"source.kind={self.kind} needs source.path")
         if self.kind == "demo" and self.path:
