@@ -8,6 +8,7 @@ the fields vLLM 0.25 returns (``RequestOutput.outputs[j].token_ids/logprobs/fini
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import threading
@@ -22,6 +23,7 @@ from rlhf.models.config import TinyModelConfig
 from rlhf.ppo.weight_sync import SyncGroup, connect_sync_group, manifest_of, rank_layout, send_tensors
 from rlhf.rollout import SamplingParams, TransformersRolloutEngine, load_named_tensors, open_engine
 from rlhf.rollout.vllm_engine import (
+    VLLMRolloutEngine,
     VLLMSettings,
     check_weight_names,
     engine_kwargs,
@@ -128,8 +130,7 @@ def _fused_names(hf_names: list[str], tied: bool) -> set[str]:
     for name in hf_names:
         if tied and name.startswith("lm_head."):
             continue
-        out.add(name.replace("q_proj", "qkv_proj").replace("k_proj", "qkv_proj").replace("v_proj", "qkv_proj")
-                .replace("gate_proj", "gate_up_proj").replace("up_proj", "gate_up_proj").replace("gate_gate_up", "gate_up"))
+        out.add(re.sub(r"\.(gate|up)_proj\.", ".gate_up_proj.", re.sub(r"\.(q|k|v)_proj\.", ".qkv_proj.", name)))
     return out
 
 
@@ -233,7 +234,8 @@ def test_rollout_on_the_learners_gpu_syncs_through_the_object_store():
 
 
 class _VLLMModel:
-    """What the worker extension calls on vLLM's model: ``load_weights`` and ``named_parameters``."""
+    """What the worker extension calls on vLLM's model: ``load_weights`` (HF names in) and ``named_parameters``
+    (vLLM's fused names out)."""
 
     def __init__(self, model: torch.nn.Module) -> None:
         self.model = model
@@ -244,7 +246,9 @@ class _VLLMModel:
         return {name for name, _ in weights} if load_named_tensors(self.model, weights) else set()
 
     def named_parameters(self):
-        return self.model.named_parameters()
+        """vLLM's names: fused projections, one shared embedding when tied (the tensors are not needed)."""
+        hf = [name for name, _ in self.model.named_parameters()]
+        return [(name, None) for name in sorted(_fused_names(hf, self.model.config.tie_word_embeddings))]
 
 
 class _Worker(WeightSyncExtension):
@@ -287,11 +291,68 @@ def test_worker_extension_receives_a_broadcast_and_loads_each_tensor(tiny_path):
     assert sent[0] == len(manifest) and worker.model_runner.model.calls == len(manifest)
     for name, tensor in learner.state_dict().items():
         assert torch.equal(rollout.model.state_dict()[name], tensor), name
-    assert set(worker.rlhf_parameter_names()) == {n for n, _ in rollout.model.named_parameters()}
+    assert "model.layers.0.mlp.gate_up_proj.weight" in worker.rlhf_parameter_names()
     # The object-store path: tensors handed over directly.
     original = load_model(tiny_path, "policy", device="cpu")
     assert worker.rlhf_load_weights(list(original.named_parameters())) == len(manifest)
     assert torch.equal(rollout.model.state_dict()["model.norm.weight"], original.state_dict()["model.norm.weight"])
+
+
+class _LLM:
+    """What the engine calls on ``vllm.LLM`` for weights and sleep; ``collective_rpc`` runs the worker
+    extension's methods on real workers holding the tiny model, as vLLM runs them in its processes."""
+
+    def __init__(self, workers: list[_Worker]) -> None:
+        self.workers = workers
+        self.calls: list[str] = []
+
+    def collective_rpc(self, method: str, timeout=None, args=(), kwargs=None):
+        self.calls.append(method)
+        return [getattr(worker, method)(*args) for worker in self.workers]
+
+    def reset_prefix_cache(self) -> bool:
+        self.calls.append("reset_prefix_cache")
+        return True
+
+    def sleep(self, level: int = 1) -> None:
+        self.calls.append(f"sleep({level})")
+
+    def wake_up(self, tags=None) -> None:
+        self.calls.append(f"wake_up({tags})")
+
+
+def test_engine_checks_names_loads_on_every_worker_and_handles_sleep(tiny_path):
+    from rlhf.models.loader import load_model, load_tokenizer
+
+    models = [TransformersRolloutEngine.from_pretrained(tiny_path, device="cpu").model for _ in range(2)]
+    llm = _LLM([_Worker(model, rank) for rank, model in enumerate(models)])
+    engine = VLLMRolloutEngine(llm, load_tokenizer(tiny_path), VLLMSettings(tensor_parallel_size=2), sleep=True)
+    assert engine.sync_ranks == 2
+    learner = load_model(tiny_path, "policy", device="cpu")
+    with torch.no_grad():
+        for param in learner.parameters():
+            param.mul_(0.5)
+    weights = {name: t.detach().clone() for name, t in learner.named_parameters()}
+    # An unknown name is refused before any worker loads anything.
+    with pytest.raises(ValueError, match="'model.extra.weight'"):
+        engine.load_weights({**weights, "model.extra.weight": torch.zeros(1)})
+    assert "rlhf_load_weights" not in llm.calls
+    assert engine.load_weights(weights) == len(weights)
+    assert llm.calls[-2:] == ["rlhf_load_weights", "reset_prefix_cache"]
+    for model in models:
+        assert torch.equal(model.state_dict()["model.norm.weight"], weights["model.norm.weight"])
+    # Asleep (level 2: weights and KV cache dropped), a load skips the prefix-cache reset; awake again it resets.
+    llm.calls.clear()
+    engine.sleep()
+    engine.wake_up(["weights"])
+    engine.load_weights(weights)
+    engine.wake_up(["kv_cache"])
+    engine.load_weights(weights)
+    assert llm.calls == ["sleep(2)", "wake_up(['weights'])", "rlhf_load_weights", "wake_up(['kv_cache'])",
+                         "rlhf_load_weights", "reset_prefix_cache"]
+    awake = VLLMRolloutEngine(llm, load_tokenizer(tiny_path))
+    with pytest.raises(RuntimeError, match="built without sleep mode"):
+        awake.sleep()
 
 
 # ---------------------------------------------------------------- the PPO configuration of the GPU path

@@ -32,5 +32,5 @@ def open_engine(kind: EngineKind, model_path: str, dtype: str = "float32", devic
             raise UserError("the vllm engine runs on CUDA only, but device is 'cpu'; use the transformers engine")
         from rlhf.rollout.vllm_engine import VLLMRolloutEngine
 
-        return VLLMRolloutEngine(model_path, vllm, dtype=dtype, sleep=sleep)
+        return VLLMRolloutEngine.from_pretrained(model_path, vllm, dtype=dtype, sleep=sleep)
     raise UserError(f"unknown rollout engine '{kind}'; use 'transformers' or 'vllm'")

@@ -174,22 +174,30 @@ def prompt_token_logprobs(prompt_len: int, response: list[int], prompt_logprobs:
 class VLLMRolloutEngine:
     """A :class:`~rlhf.rollout.types.RolloutEngine` over ``vllm.LLM`` (CUDA only; the ``vllm`` extra)."""
 
-    def __init__(self, model_path: str, settings: VLLMSettings | None = None, dtype: str = "bfloat16",
+    def __init__(self, llm, tokenizer, settings: VLLMSettings | None = None, tied_embeddings: bool = False,
                  sleep: bool = False) -> None:
-        vllm = require_vllm()
-        from rlhf.models.loader import load_tokenizer
-
+        self.llm = llm
+        self.tokenizer = tokenizer
         self.settings = settings or VLLMSettings()
-        self.tokenizer = load_tokenizer(model_path)
+        self.tied_embeddings = tied_embeddings
         self.sleep_enabled = sleep
-        self.llm = vllm.LLM(**engine_kwargs(model_path, self.settings, dtype, sleep))
-        from transformers import AutoConfig
-
-        config = AutoConfig.from_pretrained(model_path)
-        self.tied_embeddings = bool(getattr(config, "tie_word_embeddings", False))
         self._parameter_names: list[str] | None = None
         self._kv_cache_asleep = False
-        self._vllm = vllm
+
+    @classmethod
+    def from_pretrained(cls, model_path: str, settings: VLLMSettings | None = None, dtype: str = "bfloat16",
+                        sleep: bool = False) -> VLLMRolloutEngine:
+        """Build ``vllm.LLM`` over the model folder ``model_path`` (raises :class:`UserError` without CUDA
+        or the vllm package)."""
+        vllm = require_vllm()
+        from transformers import AutoConfig
+
+        from rlhf.models.loader import load_tokenizer
+
+        settings = settings or VLLMSettings()
+        tied = bool(getattr(AutoConfig.from_pretrained(model_path), "tie_word_embeddings", False))
+        llm = vllm.LLM(**engine_kwargs(model_path, settings, dtype, sleep))
+        return cls(llm, load_tokenizer(model_path), settings, tied, sleep)
 
     @property
     def sync_ranks(self) -> int:
@@ -209,11 +217,12 @@ class VLLMRolloutEngine:
         """``len(prompts) * params.n`` samples, prompt-major; reproducible from ``seed``."""
         if not prompts:
             return []
+        from vllm import SamplingParams as VLLMSamplingParams
         from vllm.inputs import TokensPrompt
 
         ids = self.prompt_ids(prompts)
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=x) for x in ids],
-                                    self._vllm.SamplingParams(**params.vllm_kwargs(seed)), use_tqdm=False)
+                                    VLLMSamplingParams(**params.vllm_kwargs(seed)), use_tqdm=False)
         return samples_from_outputs(prompts, ids, outputs, params.n)
 
     def logprobs(self, prompt_ids: list[list[int]], response_ids: list[list[int]],
@@ -221,9 +230,10 @@ class VLLMRolloutEngine:
         """Log-prob of every response token given its prompt (vLLM prompt log-probs, temperature 1 only)."""
         if temperature != 1.0:
             raise ValueError(f"the vLLM engine scores given tokens at temperature 1 only, got {temperature}")
+        from vllm import SamplingParams as VLLMSamplingParams
         from vllm.inputs import TokensPrompt
 
-        params = self._vllm.SamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0)
+        params = VLLMSamplingParams(max_tokens=1, prompt_logprobs=0, temperature=1.0)
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=list(p) + list(r))
                                      for p, r in zip(prompt_ids, response_ids)], params, use_tqdm=False)
         return [prompt_token_logprobs(len(p), list(r), out.prompt_logprobs)
