@@ -8,6 +8,7 @@ the fields vLLM 0.25 returns (``RequestOutput.outputs[j].token_ids/logprobs/fini
 
 from __future__ import annotations
 
+import itertools
 import re
 import subprocess
 import sys
@@ -25,14 +26,16 @@ from rlhf.rollout import SamplingParams, TransformersRolloutEngine, load_named_t
 from rlhf.rollout.vllm_engine import (
     VLLMRolloutEngine,
     VLLMSettings,
+    byte_chunks,
     check_weight_names,
     engine_kwargs,
     prompt_token_logprobs,
+    request_seeds,
     require_vllm,
     samples_from_outputs,
     vllm_parameter_name,
 )
-from rlhf.rollout.vllm_worker import WeightSyncExtension
+from rlhf.rollout.vllm_worker import WeightSyncExtension, pack_tensors, unpack_tensor
 from rlhf.utils.distributed import free_port
 
 
@@ -121,6 +124,15 @@ def test_every_sampling_field_has_its_vllm_counterpart():
     assert SamplingParams(top_k=0).vllm_kwargs()["top_k"] == -1  # "all tokens" in every vLLM version
 
 
+def test_each_prompt_gets_its_own_seed():
+    seeds = request_seeds(7, 64)
+    assert seeds == request_seeds(7, 64) and len(set(seeds)) == 64
+    assert all(0 <= s < 2**31 for s in seeds) and request_seeds(8, 64) != seeds
+    # the n replies of a prompt take the seeds s .. s + n - 1: no two prompts' ranges meet for small n
+    ranges = sorted(seeds)
+    assert min(b - a for a, b in itertools.pairwise(ranges)) > 16
+
+
 # ---------------------------------------------------------------- weight names
 
 
@@ -158,6 +170,10 @@ def test_a_learners_manifest_checks_against_the_vllm_model(tiny_path, tied):
         check_weight_names(names, vllm_names, tied)
     with pytest.raises(ValueError, match=r"no vLLM parameter \(first: 'model.layers.0.adapter.weight'"):
         check_weight_names([*names, "model.layers.0.adapter.weight"], vllm_names, tied)
+    without_o = [n for n in names if n != "model.layers.2.self_attn.o_proj.weight"]
+    with pytest.raises(ValueError, match=r"1 vLLM parameters would get no learner tensor \(first: "
+                                         r"'model.layers.2.self_attn.o_proj.weight'\)"):
+        check_weight_names(without_o, vllm_names, tied)
     without_k = [n for n in names if n != "model.layers.1.self_attn.k_proj.weight"]
     with pytest.raises(ValueError, match=r"'model.layers.1.self_attn.qkv_proj.weight' would get shards \['q', 'v'\] "
                                          r"but not \['k'\]"):
@@ -167,7 +183,8 @@ def test_a_learners_manifest_checks_against_the_vllm_model(tiny_path, tied):
 def test_an_untied_head_must_exist_in_vllm():
     with pytest.raises(ValueError, match="'lm_head.weight'"):
         check_weight_names(["lm_head.weight"], {"model.embed_tokens.weight"}, tied_embeddings=False)
-    assert check_weight_names(["lm_head.weight"], {"model.embed_tokens.weight"}, tied_embeddings=True) == 0
+    both = ["model.embed_tokens.weight", "lm_head.weight"]
+    assert check_weight_names(both, {"model.embed_tokens.weight"}, tied_embeddings=True) == 1
 
 
 # ---------------------------------------------------------------- outputs
@@ -218,6 +235,26 @@ def test_prompt_logprobs_are_read_at_the_response_positions():
 
 
 # ---------------------------------------------------------------- the sync group and the worker extension
+
+
+@pytest.mark.parametrize("tensor", [
+    torch.randn(3, 5), torch.randn(4, 2).to(torch.bfloat16), torch.arange(6).reshape(2, 3), torch.tensor(2.5),
+    torch.empty(0, 4), torch.randn(6, 4)[:, 1],  # a non-contiguous view
+], ids=["fp32", "bf16", "int64", "scalar", "empty", "strided"])
+def test_tensors_cross_the_rpc_as_plain_rows(tensor):
+    import msgpack
+
+    rows = msgpack.unpackb(msgpack.packb(pack_tensors([("w", tensor)])))  # what vLLM's RPC keeps: plain values
+    name, back = unpack_tensor(rows[0])
+    assert name == "w" and back.dtype == tensor.dtype and back.shape == tensor.shape
+    assert torch.equal(back, tensor)
+
+
+def test_weights_go_to_the_workers_in_byte_bounded_chunks():
+    items = [(f"w{i}", torch.zeros(size, dtype=torch.float32)) for i, size in enumerate([10, 10, 30, 5, 1])]
+    chunks = byte_chunks(items, limit=100)  # 40, 40, 120, 20 and 4 bytes
+    assert [[name for name, _ in chunk] for chunk in chunks] == [["w0", "w1"], ["w2"], ["w3", "w4"]]
+    assert byte_chunks([], 100) == []
 
 
 def test_rank_layout_gives_each_tensor_parallel_worker_its_ranks():
@@ -294,7 +331,7 @@ def test_worker_extension_receives_a_broadcast_and_loads_each_tensor(tiny_path):
     assert "model.layers.0.mlp.gate_up_proj.weight" in worker.rlhf_parameter_names()
     # The object-store path: tensors handed over directly.
     original = load_model(tiny_path, "policy", device="cpu")
-    assert worker.rlhf_load_weights(list(original.named_parameters())) == len(manifest)
+    assert worker.rlhf_load_weights(pack_tensors(original.named_parameters())) == len(manifest)
     assert torch.equal(rollout.model.state_dict()["model.norm.weight"], original.state_dict()["model.norm.weight"])
 
 
@@ -376,6 +413,11 @@ def _ppo(**sections):
     ({"learner": {"offload_params": True, "zero_stage": 2}}, "offload_params needs learner.zero_stage=3"),
     ({"algorithm": {"tis_cap": 3.0}}, "tis_cap applies to algorithm.rollout_correction=tis"),
     ({"algorithm": {"rollout_correction": "tis", "tis_cap": 0.5}}, "greater than or equal to 1"),
+    ({"rollout": {"engine": "vllm", "temperature": 3.0}, "resources": {"rollout": {"num_gpus": 1}}},
+     "rollout.temperature=3 is outside what vLLM samples at"),
+    ({"rollout": {"engine": "vllm"}, "resources": {"rollout": {"num_gpus": 0.5}, "policy": {"num_gpus": 0.5},
+                                                   "colocate": [["rollout", "policy"]]}},
+     "set rollout.vllm.gpu_memory_utilization to vLLM's share"),
 ])
 def test_gpu_path_configuration_errors(sections, message):
     with pytest.raises(pydantic.ValidationError, match=message):
@@ -386,11 +428,12 @@ def test_colocated_vllm_sleeps_and_the_learner_gets_the_cuda_settings(tiny_path)
     from rlhf.stages.ppo import _learner_spec
 
     shared = {"rollout": {"num_gpus": 0.5}, "policy": {"num_gpus": 0.5}, "colocate": [["rollout", "policy"]]}
-    cfg = _ppo(rollout={"engine": "vllm"}, resources=shared, model={"dtype": "bfloat16"},
+    share = {"gpu_memory_utilization": 0.3}
+    cfg = _ppo(rollout={"engine": "vllm", "vllm": share}, resources=shared, model={"dtype": "bfloat16"},
                learner={"zero_stage": 3, "offload_optimizer": True, "offload_params": True,
                         "gradient_checkpointing": True})
     assert cfg.rollout_shares_gpu and cfg.rollout_sleeps
-    assert not _ppo(rollout={"engine": "vllm", "vllm": {"sleep": "off"}}, resources=shared).rollout_sleeps
+    assert not _ppo(rollout={"engine": "vllm", "vllm": {"sleep": "off", **share}}, resources=shared).rollout_sleeps
     assert not _ppo(rollout={"engine": "vllm"}, resources={"rollout": {"num_gpus": 1}}).rollout_sleeps
     spec = _learner_spec(cfg, tiny_path, 1e-6, 4)
     assert (spec.dtype, spec.zero_stage, spec.offload_optimizer, spec.offload_params, spec.gradient_checkpointing) == \
@@ -400,3 +443,14 @@ def test_colocated_vllm_sleeps_and_the_learner_gets_the_cuda_settings(tiny_path)
     zero = ds_config(spec, world_size=2)["zero_optimization"]
     assert zero["offload_optimizer"]["device"] == "cpu" and zero["offload_param"]["device"] == "cpu"
     assert ds_config(spec, world_size=2)["bf16"] == {"enabled": True}
+
+
+def test_generate_config_checks_the_vllm_temperature_and_settings():
+    from rlhf.stages.generate import GenerateConfig
+
+    policy = {"name": "a", "path": "tiny", "engine": "vllm"}
+    with pytest.raises(pydantic.ValidationError, match="sampling.temperature=0.005 is outside"):
+        GenerateConfig.model_validate({"policies": [policy], "sampling": {"temperature": 0.005}})
+    with pytest.raises(pydantic.ValidationError, match="no policy uses engine: vllm"):
+        GenerateConfig.model_validate({"policies": [{"name": "a", "path": "tiny"}], "vllm": {"enforce_eager": True}})
+    assert GenerateConfig.model_validate({"policies": [policy], "vllm": {"enforce_eager": True}}).vllm.enforce_eager

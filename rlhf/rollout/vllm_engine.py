@@ -5,8 +5,9 @@ import, and :func:`require_vllm` names what is missing (a GPU, or the package) i
 
 * Sampling: :class:`~rlhf.rollout.types.SamplingParams` maps one to one onto ``vllm.SamplingParams``
   (:meth:`~rlhf.rollout.types.SamplingParams.vllm_kwargs`); prompts are chat-templated token ids
-  (``TokensPrompt``), the same ids the transformers engine builds; ``seed`` gives the ``n`` replies of a
-  prompt the seeds ``seed .. seed + n - 1`` (vLLM's parallel sampling), so a call is reproducible.
+  (``TokensPrompt``), the same ids the transformers engine builds; each prompt gets its own seed derived
+  from the call's ``seed`` (:func:`request_seeds`), its ``n`` replies the seeds after it (vLLM's parallel
+  sampling), so a call is reproducible and no two prompts share sampling noise.
 * Log-probs: the engine is built with ``logprobs_mode="processed_logprobs"``: the log-prob of each sampled
   token under the distribution it was drawn from (temperature applied; with top-k/top-p also the
   truncation, renormalised). Without truncation that is the convention of :mod:`rlhf.rollout.types`.
@@ -16,7 +17,8 @@ import, and :func:`require_vllm` names what is missing (a GPU, or the package) i
   :func:`check_weight_names` refuses names the model does not have before anything is loaded. Loading runs
   in every tensor-parallel worker through :mod:`rlhf.rollout.vllm_worker` (``collective_rpc``): from the
   weight-sync group (an NCCL broadcast from the learner's rank 0, the workers at ranks ``offset ..
-  offset + tp - 1``) or from tensors handed over through the Ray object store. The prefix cache is reset
+  offset + tp - 1``) or from tensors handed over through the Ray object store, sent to the workers as
+  raw bytes in chunks of ``LOAD_CHUNK_BYTES``. The prefix cache is reset
   after every load, so no cached key/value of the old weights is reused.
 * Sharing a GPU with a learner: with ``sleep`` the engine frees its GPU memory between generations
   (``LLM.sleep(level=2)``: weights and KV cache dropped) and wakes in two steps around a weight load
@@ -25,6 +27,7 @@ import, and :func:`require_vllm` names what is missing (a GPU, or the package) i
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable, Mapping
 from typing import Any, Literal
 
@@ -35,8 +38,9 @@ from rlhf.config import StrictModel
 from rlhf.errors import UserError
 from rlhf.rollout.types import NamedTensors, RolloutSample, SamplingParams
 
-__all__ = ["VLLMRolloutEngine", "VLLMSettings", "check_weight_names", "engine_kwargs", "require_vllm",
-           "samples_from_outputs", "vllm_parameter_name"]
+__all__ = ["VLLMRolloutEngine", "VLLMSettings", "byte_chunks", "check_vllm_temperature", "check_weight_names",
+           "engine_kwargs", "prompt_token_logprobs", "request_seeds", "require_vllm", "samples_from_outputs",
+           "vllm_parameter_name"]
 
 WORKER_EXTENSION = "rlhf.rollout.vllm_worker.WeightSyncExtension"
 
@@ -45,6 +49,8 @@ _STACKED: tuple[tuple[str, str, str | int], ...] = (
     (".q_proj", ".qkv_proj", "q"), (".k_proj", ".qkv_proj", "k"), (".v_proj", ".qkv_proj", "v"),
     (".gate_proj", ".gate_up_proj", 0), (".up_proj", ".gate_up_proj", 1),
 )
+# Bytes of tensors handed to the vLLM workers in one collective_rpc call (the object-store sync).
+LOAD_CHUNK_BYTES = 256 * 2**20
 # Buffers some checkpoints carry that vLLM recomputes instead of loading.
 _SKIPPED_SUFFIXES = ("rotary_emb.inv_freq", "rotary_emb.cos_cached", "rotary_emb.sin_cached")
 
@@ -75,6 +81,23 @@ def require_vllm():
     return vllm
 
 
+def check_vllm_temperature(value: float | None, key: str) -> None:
+    """Raise ``ValueError`` for a temperature vLLM would refuse (above 2) or silently raise to 0.01."""
+    if value is not None and (value > 2.0 or 0.0 < value < 0.01):
+        raise ValueError(f"{key}={value:g} is outside what vLLM samples at (0 for greedy, or 0.01 to 2); "
+                         "change it or use the transformers engine")
+
+
+def request_seeds(seed: int, count: int) -> list[int]:
+    """One 31-bit seed per prompt of a call, derived from ``seed``.
+
+    vLLM gives the ``n`` replies of a request the seeds ``s .. s + n - 1``, and its sampling noise depends
+    on the seed and the token position only: prompts sharing one seed would draw the same noise.
+    """
+    return [int.from_bytes(hashlib.sha256(f"{seed}:{i}".encode()).digest()[:4], "big") & 0x7FFFFFFF
+            for i in range(count)]
+
+
 def engine_kwargs(model_path: str, settings: VLLMSettings, dtype: str, sleep: bool, seed: int = 0) -> dict[str, Any]:
     """Keyword arguments of ``vllm.LLM`` for ``settings`` (one engine in one Ray actor)."""
     tp = settings.tensor_parallel_size
@@ -99,15 +122,17 @@ def vllm_parameter_name(hf_name: str) -> tuple[str, str | int | None]:
 
 
 def check_weight_names(hf_names: Iterable[str], vllm_names: Iterable[str], tied_embeddings: bool) -> int:
-    """Raise ``ValueError`` unless every HF tensor name has a vLLM parameter; returns how many load.
+    """Raise ``ValueError`` unless the HF tensors cover the vLLM model exactly; returns how many load.
 
-    A tied ``lm_head.weight`` and rotary caches are accepted and not loaded (vLLM shares the embedding and
-    recomputes the caches). Every shard of a fused parameter must be present: a sync that leaves
-    ``k_proj`` out would leave a third of ``qkv_proj`` stale.
+    Every HF name must have a vLLM parameter, and every vLLM parameter must get a tensor, every shard of a
+    fused one included: a sync that leaves ``k_proj`` out would leave a third of ``qkv_proj`` stale, and
+    after a level-2 sleep a parameter that gets nothing holds garbage. A tied ``lm_head.weight`` and rotary
+    caches are accepted and not loaded (vLLM shares the embedding and recomputes the caches).
     """
     known = set(vllm_names)
     unknown: list[str] = []
     shards: dict[str, set] = {}
+    covered: set[str] = set()
     loaded = 0
     for name in hf_names:
         if name.endswith(_SKIPPED_SUFFIXES) or (tied_embeddings and name.startswith("lm_head.")):
@@ -118,6 +143,7 @@ def check_weight_names(hf_names: Iterable[str], vllm_names: Iterable[str], tied_
             continue
         if shard is not None:
             shards.setdefault(target, set()).add(shard)
+        covered.add(target)
         loaded += 1
     if unknown:
         raise ValueError(f"{len(unknown)} learner weights have no vLLM parameter (first: '{unknown[0]}' -> "
@@ -130,7 +156,25 @@ def check_weight_names(hf_names: Iterable[str], vllm_names: Iterable[str], tied_
             missing = sorted(map(str, need - got))
             raise ValueError(f"vLLM parameter '{target}' would get shards {sorted(map(str, got))} but not {missing}; "
                              "send every projection of a fused layer")
+    left = sorted(known - covered)
+    if left:
+        raise ValueError(f"{len(left)} vLLM parameters would get no learner tensor (first: '{left[0]}'); "
+                         "a weight sync must send every weight of the model")
     return loaded
+
+
+def byte_chunks(items: list[tuple[str, torch.Tensor]], limit: int) -> list[list[tuple[str, torch.Tensor]]]:
+    """Consecutive groups of ``(name, tensor)`` of at most ``limit`` bytes each (a larger tensor goes alone)."""
+    chunks: list[list[tuple[str, torch.Tensor]]] = []
+    size = 0
+    for name, tensor in items:
+        nbytes = tensor.numel() * tensor.element_size()
+        if not chunks or (size + nbytes > limit and chunks[-1]):
+            chunks.append([])
+            size = 0
+        chunks[-1].append((name, tensor))
+        size += nbytes
+    return chunks
 
 
 def samples_from_outputs(prompts: list[str], prompt_ids: list[list[int]], outputs: list, n: int) -> list[RolloutSample]:
@@ -221,8 +265,8 @@ class VLLMRolloutEngine:
         from vllm.inputs import TokensPrompt
 
         ids = self.prompt_ids(prompts)
-        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=x) for x in ids],
-                                    VLLMSamplingParams(**params.vllm_kwargs(seed)), use_tqdm=False)
+        per_prompt = [VLLMSamplingParams(**params.vllm_kwargs(s)) for s in request_seeds(seed, len(ids))]
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=x) for x in ids], per_prompt, use_tqdm=False)
         return samples_from_outputs(prompts, ids, outputs, params.n)
 
     def logprobs(self, prompt_ids: list[list[int]], response_ids: list[list[int]],
@@ -253,10 +297,17 @@ class VLLMRolloutEngine:
         return expected
 
     def load_weights(self, weights: NamedTensors) -> int:
-        """Load CPU tensors by HF name into every worker; returns how many were sent (see the protocol)."""
+        """Load tensors by HF name into every worker, about ``LOAD_CHUNK_BYTES`` per call; returns how many
+        were loaded (see the protocol)."""
+        from rlhf.rollout.vllm_worker import pack_tensors
+
         items = list(weights.items() if isinstance(weights, Mapping) else weights)
         check_weight_names([name for name, _ in items], self.parameter_names(), self.tied_embeddings)
-        return self._loaded(self._rpc("rlhf_load_weights", items), len(items))
+        counts: list[int] | None = None
+        for chunk in byte_chunks(items, LOAD_CHUNK_BYTES):
+            got = self._rpc("rlhf_load_weights", pack_tensors(chunk))
+            counts = got if counts is None else [a + b for a, b in zip(counts, got, strict=True)]
+        return self._loaded(counts or [0], len(items))
 
     def join_sync_group(self, master_addr: str, master_port: int, rank_offset: int, world_size: int,
                         backend: str, timeout_s: float) -> None:

@@ -3,7 +3,9 @@
 vLLM adds this class to its GPU worker's bases and refuses names the worker already has (``update_weights``,
 ``sleep``...), so every method here starts with ``rlhf_``. Each runs in one tensor-parallel worker, with
 ``self.rank`` (the worker's rank in vLLM's world), ``self.device`` and ``self.model_runner.model``.
-Arguments arrive msgpack-serialised: names, shapes and dtype names as plain values, tensors as tensors.
+Arguments arrive msgpack-serialised, and vLLM's decoder does not rebuild a tensor passed as an argument (it
+arrives as a list whose data is gone), so tensors travel as plain rows ``[name, dtype, shape, bytes]``
+(:func:`pack_tensors`, :func:`unpack_tensor`).
 """
 
 from __future__ import annotations
@@ -12,7 +14,26 @@ from collections.abc import Iterable
 
 import torch
 
-__all__ = ["WeightSyncExtension", "load_into"]
+__all__ = ["WeightSyncExtension", "load_into", "pack_tensors", "unpack_tensor"]
+
+
+def pack_tensors(named: Iterable[tuple[str, torch.Tensor]]) -> list[list]:
+    """``[name, dtype name, shape, raw bytes]`` per tensor: plain values that survive vLLM's msgpack RPC."""
+    rows = []
+    for name, tensor in named:
+        flat = tensor.detach().to("cpu").contiguous().reshape(-1)
+        rows.append([name, str(flat.dtype).removeprefix("torch."), list(tensor.shape),
+                     flat.view(torch.uint8).numpy().tobytes()])
+    return rows
+
+
+def unpack_tensor(row: list, device: torch.device | str = "cpu") -> tuple[str, torch.Tensor]:
+    """The ``(name, tensor)`` of a :func:`pack_tensors` row, on ``device``."""
+    name, dtype, shape, data = row
+    if not data:
+        return name, torch.empty(shape, dtype=getattr(torch, dtype), device=device)
+    flat = torch.frombuffer(bytearray(data), dtype=torch.uint8).view(getattr(torch, dtype))
+    return name, flat.reshape(shape).to(device)
 
 
 def load_into(model, named: Iterable[tuple[str, torch.Tensor]]) -> int:
@@ -47,6 +68,6 @@ class WeightSyncExtension:
         specs = [TensorSpec(name, tuple(shape), dtype) for name, shape, dtype in manifest]
         return load_into(self.model_runner.model, receive_tensors(self.rlhf_sync, specs))
 
-    def rlhf_load_weights(self, named: list) -> int:
-        """Load ``[name, tensor]`` pairs handed over by the caller (the object-store sync)."""
-        return load_into(self.model_runner.model, ((name, tensor.to(self.device)) for name, tensor in named))
+    def rlhf_load_weights(self, rows: list[list]) -> int:
+        """Load :func:`pack_tensors` rows handed over by the caller (the object-store sync)."""
+        return load_into(self.model_runner.model, (unpack_tensor(row, self.device) for row in rows))

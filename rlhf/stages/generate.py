@@ -25,7 +25,7 @@ from rlhf.artifacts import atomic_write_json, atomic_write_text
 from rlhf.config import RunConfig, StrictModel, register_stage_config
 from rlhf.errors import UserError
 from rlhf.rollout.engines import EngineKind
-from rlhf.rollout.vllm_engine import VLLMSettings
+from rlhf.rollout.vllm_engine import VLLMSettings, check_vllm_temperature
 from rlhf.stages.common import open_stage
 
 __all__ = ["GenerateConfig", "add_parser", "candidate_id", "read_candidates", "run_generate"]
@@ -78,7 +78,9 @@ class GenerateConfig(StrictModel):
             raise ValueError(f"policies[].name must be unique, got {names}")
         if self.sampling.temperature == 0 and self.sampling.n > 1:
             raise ValueError("sampling.n > 1 with sampling.temperature=0 gives identical candidates; raise the temperature")
-        if "vllm" in self.model_fields_set and all(p.engine != "vllm" for p in self.policies):
+        if any(p.engine == "vllm" for p in self.policies):
+            check_vllm_temperature(self.sampling.temperature, "sampling.temperature")
+        elif "vllm" in self.model_fields_set:
             raise ValueError("vllm settings are set but no policy uses engine: vllm; set policies[].engine=vllm "
                              "or remove vllm")
         return self

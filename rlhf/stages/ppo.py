@@ -49,7 +49,7 @@ from rlhf.ppo.checkpoint import ControllerState, DataPosition
 from rlhf.ppo.launcher import ResourcesConfig
 from rlhf.ppo.weight_sync import check_sync, connect_sync_group, sync_weights
 from rlhf.rl import AggregationMode, KLKind, TruncationMode
-from rlhf.rollout.vllm_engine import VLLMSettings
+from rlhf.rollout.vllm_engine import VLLMSettings, check_vllm_temperature
 
 __all__ = ["PPOConfig", "add_parser", "compute_advantages", "normalise_rewards", "run_ppo"]
 
@@ -257,6 +257,11 @@ class PPOConfig(StrictModel):
         if tp == 1 and gpus > 1:
             raise ValueError(f"resources.rollout.num_gpus={gpus:g} but one engine with tensor_parallel_size=1 uses "
                              "one GPU; set num_gpus to 1 (or a fraction to share it) or raise tensor_parallel_size")
+        check_vllm_temperature(rollout.temperature, "rollout.temperature")
+        check_vllm_temperature(self.eval.temperature, "eval.temperature")
+        if self.rollout_shares_gpu and "gpu_memory_utilization" not in rollout.vllm.model_fields_set:
+            raise ValueError("the rollout shares its GPU with the policy learner: set rollout.vllm.gpu_memory_utilization "
+                             "to vLLM's share of that GPU (e.g. 0.3; the default 0.85 assumes a GPU of its own)")
         if rollout.vllm.sleep == "on" and not self.rollout_shares_gpu:
             raise ValueError("rollout.vllm.sleep=on frees the GPU for a learner on the same GPU, but the rollout "
                              "role is not colocated with the policy; add [rollout, policy] to resources.colocate "
