@@ -14,12 +14,13 @@ import, and :func:`require_vllm` names what is missing (a GPU, or the package) i
   ``logprobs`` scores given tokens as prompt log-probs (temperature 1).
 * Weights: learner tensors arrive under plain HF names; :func:`vllm_parameter_name` gives the vLLM
   parameter each one lands in (``q/k/v_proj`` into ``qkv_proj``, ``gate/up_proj`` into ``gate_up_proj``) and
-  :func:`check_weight_names` refuses names the model does not have before anything is loaded. Loading runs
+  :func:`check_weight_names` checks, before anything is loaded, that the names cover the model's parameters
+  exactly (no unknown name, no parameter or fused shard left out). Loading runs
   in every tensor-parallel worker through :mod:`rlhf.rollout.vllm_worker` (``collective_rpc``): from the
   weight-sync group (an NCCL broadcast from the learner's rank 0, the workers at ranks ``offset ..
   offset + tp - 1``) or from tensors handed over through the Ray object store, sent to the workers as
-  raw bytes in chunks of ``LOAD_CHUNK_BYTES``. The prefix cache is reset
-  after every load, so no cached key/value of the old weights is reused.
+  raw bytes in chunks of ``LOAD_CHUNK_BYTES``. The prefix cache is reset after every load (a sleeping
+  engine's was dropped by the sleep), so no cached key/value of the old weights is reused.
 * Sharing a GPU with a learner: with ``sleep`` the engine frees its GPU memory between generations
   (``LLM.sleep(level=2)``: weights and KV cache dropped) and wakes in two steps around a weight load
   (``wake_up(["weights"])``, load every tensor, ``wake_up(["kv_cache"])``).
