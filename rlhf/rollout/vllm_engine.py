@@ -61,7 +61,8 @@ class VLLMSettings(StrictModel):
 
     tensor_parallel_size: int = Field(1, ge=1, description="GPUs one engine spans (tensor parallel)")
     gpu_memory_utilization: float = Field(0.85, gt=0, le=0.98, description="fraction of each GPU vLLM may take")
-    max_model_len: int | None = Field(None, ge=16, description="longest prompt + reply (null: the model's limit)")
+    max_model_len: int | None = Field(None, ge=16, description="longest prompt + reply, with one token to spare "
+                                      "for scoring the probe (null: the model's limit)")
     enforce_eager: bool = Field(False, description="skip CUDA graph capture (faster start, slower decoding)")
     enable_prefix_caching: bool = Field(True, description="reuse the KV cache of shared prompt prefixes")
     sleep: Literal["auto", "on", "off"] = Field(
