@@ -9,6 +9,7 @@ the fields vLLM 0.25 returns (``RequestOutput.outputs[j].token_ids/logprobs/fini
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import subprocess
 import sys
@@ -88,6 +89,17 @@ def test_generate_with_vllm_on_cpu_fails_in_one_line(tmp_path, tiny_path):
     assert out.returncode == 2
     assert out.stderr.strip().splitlines()[-1].startswith("rlhf: error: rollout engine 'vllm' needs a CUDA GPU")
     assert not list((tmp_path / "runs").rglob("manifest.json"))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the error of a machine without CUDA")
+def test_ppo_with_vllm_on_a_cpu_machine_fails_at_once(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    out = subprocess.run([sys.executable, "-m", "rlhf.cli", "train", "ppo", f"run.root={tmp_path}",
+                          "rollout.engine=vllm", "resources.rollout.num_gpus=1", "eval.prompts=0"],
+                         capture_output=True, text=True, env=env, timeout=120, check=False)
+    assert out.returncode == 2
+    assert out.stderr.strip().splitlines()[-1].startswith("rlhf: error: rollout engine 'vllm' needs a CUDA GPU")
+    assert not list(tmp_path.rglob("manifest.json"))
 
 
 # ---------------------------------------------------------------- engine and sampling arguments

@@ -411,6 +411,11 @@ def run_ppo(cfg: PPOConfig) -> Path:
     """Run (or skip, when already complete) the PPO stage; returns the stage folder."""
     from rlhf.models.loader import resolve_model_path
 
+    if cfg.rollout.engine == "vllm" and not (cfg.resources.address or os.environ.get("RAY_ADDRESS")):
+        from rlhf.rollout.vllm_engine import require_vllm
+
+        require_vllm()  # a local Ray runs the engines on this machine: fail now, not after placement times out
+
     policy_path = resolve_model_path(cfg.model.name_or_path, cfg.model.tiny)
     if not Path(policy_path).exists():
         raise UserError(f"model.name_or_path '{cfg.model.name_or_path}' is not a local folder; point it at an SFT "
