@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from rlhf.config import StrictModel
 
@@ -21,6 +21,12 @@ class DeepSpeedSettings(StrictModel):
 
     zero_stage: Literal[0, 1, 2, 3] | None = Field(None, description="ZeRO stage; omit to train without DeepSpeed")
     offload_optimizer: bool = Field(False, description="offload optimizer states to CPU (ZeRO 2/3)")
+
+    @model_validator(mode="after")
+    def _offload_needs_zero(self) -> DeepSpeedSettings:
+        if self.offload_optimizer and self.zero_stage not in (2, 3):
+            raise ValueError("deepspeed.offload_optimizer needs deepspeed.zero_stage 2 or 3")
+        return self
 
 
 def deepspeed_dict(settings: DeepSpeedSettings) -> dict | None:

@@ -133,8 +133,6 @@ class RMConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> RMConfig:
-        if self.deepspeed.offload_optimizer and self.deepspeed.zero_stage not in (2, 3):
-            raise ValueError("deepspeed.offload_optimizer needs deepspeed.zero_stage 2 or 3")
         if self.model.lora.enabled and self.deepspeed.zero_stage == 3:
             raise ValueError("model.lora.enabled with deepspeed.zero_stage=3 is not supported; use zero_stage 0-2")
         if self.data.format == "hh" and self.loss.margin == "strength":

@@ -80,8 +80,6 @@ class SFTConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> SFTConfig:
-        if self.deepspeed.offload_optimizer and self.deepspeed.zero_stage not in (2, 3):
-            raise ValueError("deepspeed.offload_optimizer needs deepspeed.zero_stage 2 or 3")
         if self.data.path is not None and "demo_examples" in self.data.model_fields_set:
             raise ValueError("data.demo_examples only applies without data.path; remove one of them")
         return self
