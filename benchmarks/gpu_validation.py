@@ -2,7 +2,7 @@
 
 Sections (``--sections``, comma-separated, in this order):
 
-* ``learner``: the policy learner (:class:`rlhf.ppo.learner.PolicyLearner`, DeepSpeed, torch AdamW) at
+* ``learner``: the policy learner (:class:`rlhf.roles.learner.PolicyLearner`, DeepSpeed, torch AdamW) at
   ZeRO-2 and ZeRO-3 on ``--batch`` sequences of ``--seq-len`` tokens: steps/s, tokens/s, peak GPU memory
   and MFU (model FLOPs ``6N + 12LHS`` per token over the device's dense bf16 peak, :mod:`rlhf.utils.flops`).
 * ``rollout``: generated tokens/s of the transformers engine and of the vLLM engine at each ``--rollout-batches``
@@ -93,8 +93,8 @@ def _free(device: str) -> None:
 
 
 def _learner(path: str, args: argparse.Namespace, zero_stage: int, micro: int, accum: int, lr: float = 1e-6):
-    from rlhf.ppo.deepspeed_engine import LearnerSpec
-    from rlhf.ppo.learner import PolicyLearner
+    from rlhf.roles.learner import PolicyLearner
+    from rlhf.trainers.deepspeed_engine import LearnerSpec
     from rlhf.utils.distributed import free_port
 
     spec = LearnerSpec(model_path=path, dtype=args.dtype, device=args.device, lr=lr, zero_stage=zero_stage,
@@ -108,7 +108,7 @@ def _learner(path: str, args: argparse.Namespace, zero_stage: int, micro: int, a
 def _random_batch(learner, batch: int, prompt: int, response: int, seed: int):
     import torch
 
-    from rlhf.ppo.containers import Batch, TokenBatch
+    from rlhf.rollout.containers import Batch, TokenBatch
 
     gen = torch.Generator().manual_seed(seed)
     vocab = learner.tokenizer.vocab_size
@@ -121,8 +121,8 @@ def _random_batch(learner, batch: int, prompt: int, response: int, seed: int):
 
 
 def section_learner(path: str, args: argparse.Namespace) -> list[dict]:
-    from rlhf.ppo.learner import PolicyLossSettings
-    from rlhf.ppo.modeling import unwrap
+    from rlhf.roles.learner import PolicyLossSettings
+    from rlhf.trainers.modeling import unwrap
     from rlhf.utils.flops import decoder_flops_per_token, mfu, non_embedding_parameters, peak_tflops
 
     rows = []
@@ -133,7 +133,7 @@ def section_learner(path: str, args: argparse.Namespace) -> list[dict]:
         model = unwrap(learner.engine)
         cfg = model.config
         if zero == 3:
-            from rlhf.ppo.modeling import exported_weights
+            from rlhf.trainers.modeling import exported_weights
 
             params = sum(t.numel() for _, t in exported_weights(learner.engine, 3))
             embed = cfg.vocab_size * cfg.hidden_size
@@ -176,7 +176,7 @@ def _unavailable(kind: str) -> str | None:
     """Why engine ``kind`` cannot run here (None: it can)."""
     if kind != "vllm":
         return None
-    from rlhf.errors import UserError
+    from rlhf.core.errors import UserError
     from rlhf.rollout.vllm_engine import require_vllm
 
     try:
@@ -231,8 +231,8 @@ def section_rollout(path: str, args: argparse.Namespace) -> list[dict]:
 
 
 def section_sync(path: str, args: argparse.Namespace) -> list[dict]:
-    from rlhf.ppo.learner import PolicyLossSettings
-    from rlhf.ppo.weight_sync import probe_difference
+    from rlhf.roles.learner import PolicyLossSettings
+    from rlhf.roles.weight_sync import probe_difference
     from rlhf.rollout import SamplingParams
 
     rows = []
@@ -346,7 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("--device cuda but this machine has no CUDA GPU; run with --device cpu for a smoke test")
     if args.device == "cpu" and {"ppo", "dpo"} & set(sections):
         parser.error("the ppo and dpo sections run the configs/gpu/ stages, which need CUDA; leave them out on CPU")
-    from rlhf.artifacts import atomic_write_json
+    from rlhf.core.artifacts import atomic_write_json
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     Path(args.out).mkdir(parents=True, exist_ok=True)

@@ -27,7 +27,7 @@ SFT_TEST_OVERRIDES = ["data.demo_examples=3200", "train.epochs=2", "train.save_s
 @pytest.fixture(scope="session")
 def sft_policy() -> Path:
     """Stage folder of a tiny SFT policy trained on the demo world (about 200 optimiser steps)."""
-    from rlhf.config import load_config
+    from rlhf.stages import load_config
     from rlhf.stages.sft import run_sft
 
     root = REPO / ".cache" / "test-runs"

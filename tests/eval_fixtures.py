@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from rlhf.artifacts import atomic_write_json, atomic_write_text, begin_stage
+from rlhf.core.artifacts import atomic_write_json, atomic_write_text, begin_stage
 from rlhf.data.pairs import demo_pairs, write_pairs
 from rlhf.eval.analysis import AnalysisSettings, MetricSuite, analyse
 from rlhf.eval.divergence import best_of_n_curve

@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from rlhf.artifacts import (
+from rlhf.core.artifacts import (
     MANIFEST,
     atomic_write_text,
     begin_stage,

@@ -65,7 +65,7 @@ def test_config_show_resolves_overrides(tmp_path, capsys):
     ["label", "pull", "-c", "configs/label/pull-demo.yaml", "push=runs/label_push/demo-1", "min_votes=2"],
 ])
 def test_label_loop_commands_take_the_positional_form_of_the_other_stages(argv):
-    from rlhf.labeling.loop_cli import _config
+    from rlhf.cli.label_loop_cmd import _config
 
     cfg = _config(build_parser().parse_args(argv), "label_pull")
     assert cfg.push == "runs/label_push/demo-1" and cfg.min_votes == 2

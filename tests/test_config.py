@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from rlhf.config import ConfigError, apply_overrides, load_config
-from rlhf.stages import load_stage_modules
-
-load_stage_modules()
+from rlhf.core.config import ConfigError, apply_overrides
+from rlhf.stages import load_config
 
 
 def write(tmp_path, text: str):

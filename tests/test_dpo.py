@@ -8,8 +8,9 @@ import sys
 
 import pytest
 
-from rlhf.config import ConfigError, load_config
+from rlhf.core.config import ConfigError
 from rlhf.data.pairs import demo_pairs
+from rlhf.stages import load_config
 from rlhf.stages.dpo import flip_rate
 
 TINY = ["model.tiny.hidden_size=64", "model.tiny.num_layers=2", "model.tiny.num_heads=2",

@@ -14,10 +14,8 @@ import pandas as pd
 import pytest
 
 from rlhf.cli import main
-from rlhf.config import ConfigError, load_config
-from rlhf.stages import load_stage_modules
-
-load_stage_modules()
+from rlhf.core.config import ConfigError
+from rlhf.stages import load_config
 
 
 def _eval_config(*overrides: str):
@@ -222,8 +220,8 @@ class FakeArgilla:
 
 
 def test_human_push_pull_round_trip(tmp_path):
-    from rlhf.eval.human_cli import HumanEvalConfig, run_pull, run_push
     from rlhf.labeling import ArgillaHTTP
+    from rlhf.stages.eval_human import HumanEvalConfig, run_pull, run_push
     from tests.eval_fixtures import make_eval_folder
 
     eval_dir = make_eval_folder(tmp_path / "runs", n_prompts=12)
@@ -263,7 +261,6 @@ def test_human_push_pull_against_the_real_service(tmp_path):
     import os
     import socket
 
-    from rlhf.eval.human_cli import HumanEvalConfig, run_pull, run_push
     from rlhf.labeling import (
         ArgillaHTTP,
         ServiceConfig,
@@ -276,6 +273,7 @@ def test_human_push_pull_against_the_real_service(tmp_path):
     )
     from rlhf.labeling.credentials import load_or_create_secrets
     from rlhf.labeling.state import ServiceLayout
+    from rlhf.stages.eval_human import HumanEvalConfig, run_pull, run_push
     from tests.eval_fixtures import make_eval_folder
 
     if shutil.which("redis-server") is None:

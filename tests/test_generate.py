@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import json
 
-from rlhf.config import load_config
+from rlhf.data.candidates import candidate_id, read_candidates
 from rlhf.models.config import TinyModelConfig
 from rlhf.models.tiny import build_tiny_model
-from rlhf.stages.generate import candidate_id, read_candidates, run_generate
+from rlhf.stages import load_config
+from rlhf.stages.generate import run_generate
 
 
 def test_generate_candidates_with_metadata(tmp_path, capsys):

@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
-from rlhf.config import ConfigError, load_config
+from rlhf.core.config import ConfigError
+from rlhf.core.errors import UserError
+from rlhf.data.candidates import candidate_id
 from rlhf.data.pii import load_scrubber
-from rlhf.errors import UserError
 from rlhf.labeling.config import ServiceConfig
 from rlhf.labeling.loop.common import PushInfo, load_pseudonym_key, pseudonym
 from rlhf.labeling.loop.honeypots import Honeypot, demo_honeypots, honeypot_records, load_honeypots
@@ -32,7 +33,7 @@ from rlhf.labeling.loop.slots import (
 from rlhf.labeling.loop.status import AnnotatorProgress, RoundStatus
 from rlhf.labeling.templates import load_template
 from rlhf.preferences.votes import RankingVote
-from rlhf.stages.generate import candidate_id
+from rlhf.stages import load_config
 from rlhf.world.demo import gold_rubric
 
 SLOTS = ("response_1", "response_2", "response_3", "response_4")

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from rlhf.core.errors import UserError
 from rlhf.data.pairs import (
     PAIRS_FILE,
     PreferencePair,
@@ -18,7 +19,6 @@ from rlhf.data.pairs import (
     text_id,
     write_pairs,
 )
-from rlhf.errors import UserError
 from rlhf.world.demo import gold_rubric
 
 

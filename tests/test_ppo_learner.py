@@ -7,11 +7,11 @@ import pytest
 import torch
 
 from rlhf.models.config import LoraSettings, TinyModelConfig
-from rlhf.ppo.containers import Batch, Rollout
-from rlhf.ppo.deepspeed_engine import LearnerSpec
-from rlhf.ppo.learner import CriticLearner, PolicyLearner, PolicyLossSettings, RankStats, merge_rank_stats
-from rlhf.ppo.weight_sync import WeightSyncError, check_probe
+from rlhf.roles.learner import CriticLearner, PolicyLearner, PolicyLossSettings, RankStats, merge_rank_stats
+from rlhf.roles.weight_sync import WeightSyncError, check_probe
 from rlhf.rollout import SamplingParams, TransformersRolloutEngine
+from rlhf.rollout.containers import Batch, Rollout
+from rlhf.trainers.deepspeed_engine import LearnerSpec
 from rlhf.utils.distributed import free_port
 
 pytestmark = pytest.mark.slow

@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
-from rlhf.config import ConfigError, load_config
-from rlhf.ppo.checkpoint import (
+from rlhf.core.config import ConfigError
+from rlhf.roles.checkpoint import (
     ControllerState,
     DataPosition,
     checkpoint_folder,
@@ -21,8 +21,9 @@ from rlhf.ppo.checkpoint import (
     save_controller_state,
     truncate_metrics,
 )
-from rlhf.ppo.launcher import ResourcesConfig, plan_bundles
-from rlhf.ppo.weight_sync import WeightSyncError, check_probe
+from rlhf.roles.launcher import ResourcesConfig, plan_bundles
+from rlhf.roles.weight_sync import WeightSyncError, check_probe
+from rlhf.stages import load_config
 from rlhf.stages.ppo import PromptStream, compute_advantages, derive_seed, normalise_rewards
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from rlhf.config import load_config
+from rlhf.stages import load_config
 from rlhf.stages.prepare import run_prepare
 from tests.test_pii import PLANTED
 

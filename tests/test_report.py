@@ -137,7 +137,7 @@ def test_rerun_is_skipped_and_bad_inputs_are_named(report, tmp_path, capsys):
     run_report(ReportConfig(run={"root": str(root)}, eval_dir=str(eval_dir),
                             human=[str(root / "human_eval.json")], title="Demo <eval>"))
     assert "up to date, skipping" in capsys.readouterr().out
-    from rlhf.errors import UserError
+    from rlhf.core.errors import UserError
 
     with pytest.raises(UserError, match="not a completed eval folder"):
         run_report(ReportConfig(run={"root": str(tmp_path)}, eval_dir=str(tmp_path)))

@@ -12,11 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from rlhf.config import ConfigError, load_config
+from rlhf.core.config import ConfigError
+from rlhf.core.errors import UserError
 from rlhf.data.pairs import PreferencePair, demo_pairs
-from rlhf.errors import UserError
 from rlhf.models.config import TinyModelConfig
-from rlhf.stages.reward_model import REWARD_STATS_FILE, _save_dataset, chat_ids, reward_scores
+from rlhf.models.reward import REWARD_STATS_FILE, chat_ids, reward_scores
+from rlhf.stages import load_config
+from rlhf.stages.rm import _save_dataset
 
 TINY = ["model.tiny.hidden_size=64", "model.tiny.num_layers=2", "model.tiny.num_heads=2",
         "model.tiny.intermediate_size=128", "model.tiny.tokenizer_corpus_size=300"]

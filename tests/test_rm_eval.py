@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from rlhf import rm_eval
+from rlhf.eval import rm_metrics as rm_eval
 
 
 def test_pairwise_accuracy_counts_ties_half():

@@ -6,10 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from rlhf.config import load_config
-from rlhf.stages import load_stage_modules
+from rlhf.stages import load_config
 
-load_stage_modules()
 CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").rglob("*.y*ml"))
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from rlhf.commands.submit_cmd import build_entrypoint
-from rlhf.errors import UserError
+from rlhf.cli.submit_cmd import build_entrypoint
+from rlhf.core.errors import UserError
 from rlhf.utils.distributed import free_port
 
 REPO = Path(__file__).resolve().parent.parent

@@ -20,9 +20,9 @@ import pydantic
 import pytest
 import torch
 
-from rlhf.errors import UserError
+from rlhf.core.errors import UserError
 from rlhf.models.config import TinyModelConfig
-from rlhf.ppo.weight_sync import SyncGroup, connect_sync_group, manifest_of, rank_layout, send_tensors
+from rlhf.roles.weight_sync import connect_sync_group, rank_layout
 from rlhf.rollout import SamplingParams, TransformersRolloutEngine, load_named_tensors, open_engine
 from rlhf.rollout.vllm_engine import (
     VLLMRolloutEngine,
@@ -37,6 +37,7 @@ from rlhf.rollout.vllm_engine import (
     vllm_parameter_name,
 )
 from rlhf.rollout.vllm_worker import WeightSyncExtension, pack_tensors, unpack_tensor
+from rlhf.rollout.weight_transfer import SyncGroup, manifest_of, send_tensors
 from rlhf.utils.distributed import free_port
 
 
@@ -51,7 +52,7 @@ def tiny_path() -> str:
 
 
 def test_importing_the_project_does_not_import_vllm():
-    code = ("import sys, rlhf.rollout, rlhf.stages.ppo, rlhf.stages.generate, rlhf.ppo.roles; "
+    code = ("import sys, rlhf.rollout, rlhf.stages.ppo, rlhf.stages.generate, rlhf.roles.inference; "
             "print('vllm' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
@@ -450,7 +451,7 @@ def test_colocated_vllm_sleeps_and_the_learner_gets_the_cuda_settings(tiny_path)
     spec = _learner_spec(cfg, tiny_path, 1e-6, 4)
     assert (spec.dtype, spec.zero_stage, spec.offload_optimizer, spec.offload_params, spec.gradient_checkpointing) == \
         ("bfloat16", 3, True, True, True)
-    from rlhf.ppo.deepspeed_engine import ds_config
+    from rlhf.trainers.deepspeed_engine import ds_config
 
     zero = ds_config(spec, world_size=2)["zero_optimization"]
     assert zero["offload_optimizer"]["device"] == "cpu" and zero["offload_param"]["device"] == "cpu"

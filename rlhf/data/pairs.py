@@ -32,8 +32,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlhf.artifacts import atomic_write_text
-from rlhf.errors import UserError
+from rlhf.core.artifacts import atomic_write_text
+from rlhf.core.errors import UserError
 
 __all__ = [
     "PAIRS_FILE", "PreferencePair", "demo_pairs", "pairs_from_hh", "read_pairs", "split_pairs", "text_id", "write_pairs",

@@ -38,7 +38,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from rlhf.errors import UserError
+from rlhf.core.errors import UserError
 
 __all__ = [
     "PIIConfigError",

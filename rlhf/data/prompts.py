@@ -30,8 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rlhf.core.errors import UserError
 from rlhf.data.pii import ScrubResult, run_scrubber
-from rlhf.errors import UserError
 
 __all__ = [
     "DataFormatError",

@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rlhf.errors import UserError
+from rlhf.core.errors import UserError
 from rlhf.eval.stats import describe
 
 __all__ = ["JUDGE", "AnalysisSettings", "MetricSuite", "analyse", "default_metrics_dir", "paired_frame",

@@ -1,7 +1,7 @@
 """Provenance for reports: each checkpoint's lineage and the data card of the annotation snapshots behind it.
 
 The lineage of a checkpoint is the chain of stage manifests from its stage folder back to the start
-(:func:`rlhf.artifacts.lineage`). Every folder met on the way (stage folders and the plain input paths
+(:func:`rlhf.core.artifacts.lineage`). Every folder met on the way (stage folders and the plain input paths
 that manifests record) is checked for an annotation snapshot: a folder holding ``pairs.jsonl`` or a
 quality report (one of :data:`QUALITY_REPORT_NAMES`). The data card reads from the quality report:
 
@@ -31,7 +31,7 @@ from collections import deque
 from pathlib import Path
 from typing import Any
 
-from rlhf.artifacts import find_stage_dir, lineage
+from rlhf.core.artifacts import find_stage_dir, lineage
 
 __all__ = ["DATA_CARD_FIELDS", "QUALITY_REPORT_NAMES", "checkpoint_provenance", "read_data_card"]
 

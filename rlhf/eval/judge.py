@@ -24,7 +24,7 @@ from typing import Protocol
 import numpy as np
 import torch
 
-from rlhf.errors import UserError
+from rlhf.core.errors import UserError
 
 __all__ = ["JUDGE_TEMPLATE", "JudgeResult", "LMJudge", "PairwiseJudge", "judge_both_orders", "rubric_judge"]
 

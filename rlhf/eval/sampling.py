@@ -1,7 +1,7 @@
 """The model-running half of ``rlhf eval``: sample every policy, score the samples, ask the judge.
 
 Reward models score (prompt, reply) exactly as the reward stage does when it evaluates
-(:func:`rlhf.stages.reward_model.reward_scores`: the chat template, the logit at the last token), and are
+(:func:`rlhf.stages.rm.reward_scores`: the chat template, the logit at the last token), and are
 reported normalised with the ``reward_stats.json`` saved beside them, ``(r - mean) / std``, the scale PPO
 optimises; the raw score is kept as ``raw/rm/<name>``.
 
@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from rlhf.errors import UserError
+from rlhf.core.errors import UserError
 from rlhf.eval.analysis import score_column
 
 __all__ = ["best_of_n_results", "judge_against_baseline", "read_reward_stats", "sample_policies", "score_samples"]
@@ -143,7 +143,7 @@ def score_samples(
     mapping gives, per reward model, the statistics used (None: raw scores).
     """
     from rlhf.models.loader import load_model, load_tokenizer
-    from rlhf.stages.reward_model import reward_scores
+    from rlhf.models.reward import reward_scores
     from rlhf.utils.callables import load_callable
 
     frames = [f for f in frames if not f.empty]

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from pydantic import Field, field_validator, model_validator
 
-from rlhf.config import StrictModel, register_stage_config
+from rlhf.core.config import StrictModel
 
 __all__ = ["ArgillaConfig", "LabelingConfig", "ServiceConfig", "default_home", "repo_root"]
 
@@ -89,7 +89,6 @@ class ArgillaConfig(StrictModel):
     retries: int = Field(4, ge=0, le=20, description="retries of a request that failed on the network or with 502-504")
 
 
-@register_stage_config("label")
 class LabelingConfig(StrictModel):
     """``rlhf label`` configuration."""
 

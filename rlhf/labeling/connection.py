@@ -19,7 +19,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from rlhf.errors import UserError
+from rlhf.core.errors import UserError
 from rlhf.labeling.config import ArgillaConfig, ServiceConfig
 from rlhf.labeling.credentials import load_or_create_secrets
 from rlhf.labeling.http import ArgillaHTTP

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from rlhf.errors import UserError
+from rlhf.core.errors import UserError
 
 __all__ = ["ENV_NAMES", "ServiceSecrets", "load_or_create_secrets", "secrets_as_dict"]
 

@@ -24,7 +24,7 @@ from typing import Any
 import httpx
 from typing_extensions import Self
 
-from rlhf.errors import UserError
+from rlhf.core.errors import UserError
 
 __all__ = ["ArgillaAPIError", "ArgillaHTTP", "OutcomeUnknownError"]
 

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from rlhf.errors import UserError
+from rlhf.core.errors import UserError
 from rlhf.labeling.http import ArgillaAPIError, ArgillaHTTP, OutcomeUnknownError
 
 __all__ = [

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from rlhf.errors import UserError
+from rlhf.core.errors import UserError
 from rlhf.labeling.config import repo_root
 
 __all__ = ["default_venv_dir", "ensure_server_venv", "requirements_file", "venv_python"]

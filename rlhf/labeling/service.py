@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from rlhf.errors import UserError
+from rlhf.core.errors import UserError
 from rlhf.labeling.config import ServiceConfig, repo_root
 from rlhf.labeling.credentials import load_or_create_secrets
 from rlhf.labeling.server_venv import default_venv_dir, ensure_server_venv

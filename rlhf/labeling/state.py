@@ -23,7 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlhf.artifacts import atomic_write_json
+from rlhf.core.artifacts import atomic_write_json
 
 __all__ = ["ServiceLayout", "ServiceSpec", "ServiceState", "pid_alive", "read_state", "write_state"]
 

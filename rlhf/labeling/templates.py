@@ -17,8 +17,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, model_validator
 
-from rlhf.config import StrictModel, validate_config
-from rlhf.errors import UserError
+from rlhf.core.config import StrictModel, validate_config
+from rlhf.core.errors import UserError
 from rlhf.labeling.config import repo_root
 from rlhf.labeling.http import ArgillaHTTP
 from rlhf.labeling.users import ensure_workspace, list_workspaces

@@ -14,7 +14,7 @@ import re
 import secrets
 from dataclasses import dataclass, field
 
-from rlhf.errors import UserError
+from rlhf.core.errors import UserError
 from rlhf.labeling.http import ArgillaAPIError, ArgillaHTTP
 
 __all__ = [

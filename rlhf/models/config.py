@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from rlhf.config import StrictModel
+from rlhf.core.config import StrictModel
 
 __all__ = ["TINY", "LoraSettings", "ModelConfig", "TinyModelConfig"]
 

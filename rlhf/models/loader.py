@@ -13,7 +13,7 @@ from typing import Literal
 
 import torch
 
-from rlhf.errors import UserError
+from rlhf.core.errors import UserError
 from rlhf.models.config import TINY, LoraSettings, TinyModelConfig
 
 __all__ = ["ModelRole", "load_model", "load_tokenizer", "pick_device", "resolve_model_path", "torch_dtype"]

@@ -15,9 +15,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from rlhf.core.paths import cache_root
 from rlhf.models.config import TinyModelConfig
 
-__all__ = ["CHAT_TEMPLATE", "SPECIAL_TOKENS", "build_tiny_model", "cache_root", "tiny_model_path"]
+__all__ = ["CHAT_TEMPLATE", "SPECIAL_TOKENS", "build_tiny_model", "tiny_model_path"]
 
 FACTORY_VERSION = 1
 SPECIAL_TOKENS = {
@@ -41,11 +42,6 @@ CHAT_TEMPLATE = (
     "{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|assistant|>\n' }}{% endif %}"
 )
-
-
-def cache_root() -> Path:
-    """Folder of built tiny models: ``$RLHF_CACHE`` or ``~/.cache/rlhf-pipeline``."""
-    return Path(os.environ.get("RLHF_CACHE", Path.home() / ".cache" / "rlhf-pipeline"))
 
 
 def _key(cfg: TinyModelConfig) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from rlhf.errors import UserError
+from rlhf.core.errors import UserError
 from rlhf.rollout.types import RolloutEngine
 from rlhf.rollout.vllm_engine import VLLMSettings
 

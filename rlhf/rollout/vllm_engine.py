@@ -35,8 +35,8 @@ from typing import Any, Literal
 import torch
 from pydantic import Field
 
-from rlhf.config import StrictModel
-from rlhf.errors import UserError
+from rlhf.core.config import StrictModel
+from rlhf.core.errors import UserError
 from rlhf.rollout.types import NamedTensors, RolloutSample, SamplingParams
 
 __all__ = ["VLLMRolloutEngine", "VLLMSettings", "byte_chunks", "check_vllm_temperature", "check_weight_names",
@@ -317,7 +317,7 @@ class VLLMRolloutEngine:
         self._rpc("rlhf_join_sync_group", master_addr, master_port, rank_offset, world_size, backend, timeout_s)
 
     def receive_weights(self, manifest: list) -> int:
-        """Receive one broadcast of the tensors in ``manifest`` (:class:`~rlhf.ppo.weight_sync.TensorSpec`)."""
+        """Receive one broadcast of the tensors in ``manifest`` (:class:`~rlhf.rollout.weight_transfer.TensorSpec`)."""
         check_weight_names([spec.name for spec in manifest], self.parameter_names(), self.tied_embeddings)
         rows = [(spec.name, list(spec.shape), spec.dtype) for spec in manifest]
         return self._loaded(self._rpc("rlhf_receive_weights", rows), len(manifest))

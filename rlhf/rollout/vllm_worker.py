@@ -55,7 +55,7 @@ class WeightSyncExtension:
     def rlhf_join_sync_group(self, master_addr: str, master_port: int, rank_offset: int, world_size: int,
                              backend: str, timeout_s: float) -> None:
         """Join the learner's weight-sync group at rank ``rank_offset + self.rank``."""
-        from rlhf.ppo.weight_sync import SyncGroup
+        from rlhf.rollout.weight_transfer import SyncGroup
 
         if self.device.type == "cuda":
             torch.cuda.set_device(self.device)
@@ -63,7 +63,7 @@ class WeightSyncExtension:
 
     def rlhf_receive_weights(self, manifest: list[list]) -> int:
         """Receive one broadcast of ``manifest`` rows ``[name, shape, dtype]`` and load each tensor as it lands."""
-        from rlhf.ppo.weight_sync import TensorSpec, receive_tensors
+        from rlhf.rollout.weight_transfer import TensorSpec, receive_tensors
 
         specs = [TensorSpec(name, tuple(shape), dtype) for name, shape, dtype in manifest]
         return load_into(self.model_runner.model, receive_tensors(self.rlhf_sync, specs))

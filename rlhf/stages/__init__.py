@@ -1,29 +1,118 @@
-"""Pipeline stages: one readable file per stage (config, setup, loop, save).
+"""The pipeline's stages: one recipe file per stage, and :data:`STAGES`, the one table of them.
 
-``STAGE_MODULES`` lists every stage module; importing one registers its config model, so
-``load_stage_modules()`` makes every stage's ``stage:`` name known to the config loader.
+The command line (``rlhf --help``, ``rlhf train``, ``rlhf label``), ``rlhf submit``, ``rlhf pipeline`` and
+config validation all read :data:`STAGES`; nothing registers itself by being imported. Each row names the
+stage's config model and run function as ``module:attribute`` and imports them only when asked, so listing
+the stages (and ``--help``) imports neither torch nor a recipe.
 """
 
 from __future__ import annotations
 
+import difflib
 import importlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
-STAGE_MODULES: tuple[str, ...] = (
-    "rlhf.stages.prepare",
-    "rlhf.stages.sft",
-    "rlhf.stages.generate",
-    "rlhf.stages.evaluate",
-    "rlhf.stages.report",
-    "rlhf.stages.ppo",
-    "rlhf.stages.reward_model",
-    "rlhf.stages.dpo",
-    "rlhf.labeling.loop.config",
-    "rlhf.stages.pipeline",
+from rlhf.core.config import ConfigError, StrictModel, read_config, validate_config
+
+__all__ = ["STAGES", "Stage", "config_class", "load_config", "stage", "stage_names"]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage: the ``stage:`` key of its YAML files, the ``rlhf`` words that run it, and where its
+    config model and run function live (``module:attribute``)."""
+
+    name: str
+    command: tuple[str, ...]
+    config: str
+    run: str | None
+    help: str
+    submit: bool = False  # runs as a Ray job with ``rlhf submit``
+
+    def config_class(self) -> type[StrictModel]:
+        return _attribute(self.config)
+
+    def run_function(self):
+        if self.run is None:
+            raise ConfigError(f"stage '{self.name}' has no run function; use 'rlhf {' '.join(self.command)}'")
+        return _attribute(self.run)
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("prepare", ("prepare",), "rlhf.stages.prepare:PrepareConfig", "rlhf.stages.prepare:run_prepare",
+          "prompts: scrub PII, deduplicate, split", submit=True),
+    Stage("sft", ("train", "sft"), "rlhf.stages.sft:SFTConfig", "rlhf.stages.sft:run_sft",
+          "supervised fine-tuning of the base policy (TRL SFTTrainer)", submit=True),
+    Stage("generate", ("generate",), "rlhf.stages.generate:GenerateConfig", "rlhf.stages.generate:run_generate",
+          "sample K candidate replies per prompt from one or more policies", submit=True),
+    Stage("label_push", ("label", "push"), "rlhf.labeling.loop.config:LabelPushConfig",
+          "rlhf.labeling.loop.push:run_push",
+          "push a generate stage's candidates as one ranking dataset (a round)"),
+    Stage("label_simulate", ("label", "simulate"), "rlhf.labeling.loop.config:LabelSimulateConfig",
+          "rlhf.labeling.loop.simulate:run_simulate",
+          "bot annotators (honest, careless, position-biased) rank a round"),
+    Stage("label_pull", ("label", "pull"), "rlhf.labeling.loop.config:LabelPullConfig",
+          "rlhf.labeling.loop.pull:run_pull",
+          "snapshot a round: raw responses, training pairs, quality report"),
+    Stage("rm", ("train", "rm"), "rlhf.stages.rm:RMConfig", "rlhf.stages.rm:run_reward_model",
+          "reward model on preference pairs (TRL RewardTrainer under Ray Train)", submit=True),
+    Stage("dpo", ("train", "dpo"), "rlhf.stages.dpo:DPOConfig", "rlhf.stages.dpo:run_dpo",
+          "offline DPO on preference pairs (TRL DPOTrainer under Ray Train)", submit=True),
+    Stage("ppo", ("train", "ppo"), "rlhf.stages.ppo:PPOConfig", "rlhf.stages.ppo:run_ppo",
+          "policy optimisation under Ray: PPO, GRPO, RLOO, REINFORCE++", submit=True),
+    Stage("eval", ("eval",), "rlhf.stages.eval:EvalConfig", "rlhf.stages.eval:run_eval",
+          "compare checkpoints: win rates with intervals, reward vs KL, samples", submit=True),
+    Stage("eval_human", ("eval", "human"), "rlhf.stages.eval_human:HumanEvalConfig", None,
+          "blind A/B comparison of two checkpoints by annotators in Argilla"),
+    Stage("report", ("report",), "rlhf.stages.report:ReportConfig", "rlhf.stages.report:run_report",
+          "an HTML report of an eval stage, with lineage back to the annotations", submit=True),
+    Stage("pipeline", ("pipeline",), "rlhf.stages.pipeline:PipelineConfig", "rlhf.stages.pipeline:run_pipeline",
+          "a whole RLHF round (or several), every stage wired to the next"),
+    Stage("label", ("label",), "rlhf.labeling.config:LabelingConfig", None,
+          "the Argilla labeling service: serve, users, workspaces"),
 )
+_BY_NAME = {entry.name: entry for entry in STAGES}
 
 
-def load_stage_modules() -> list[str]:
-    """Import every stage module (registering its config); returns their names."""
-    for name in STAGE_MODULES:
-        importlib.import_module(name)
-    return list(STAGE_MODULES)
+def _attribute(ref: str) -> Any:
+    module, _, name = ref.partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def stage_names() -> list[str]:
+    """Every stage name, in pipeline order."""
+    return [entry.name for entry in STAGES]
+
+
+def stage(name: str) -> Stage:
+    """The table row of ``name``; an unknown name is a one-line error with the nearest valid one."""
+    if name not in _BY_NAME:
+        near = difflib.get_close_matches(str(name), list(_BY_NAME), n=1, cutoff=0.5)
+        hint = f"did you mean '{near[0]}'?" if near else f"known stages: {', '.join(stage_names())}"
+        raise ConfigError(f"unknown stage '{name}' ({hint})")
+    return _BY_NAME[name]
+
+
+def config_class(name: str) -> type[StrictModel]:
+    """The config model of stage ``name``."""
+    return stage(name).config_class()
+
+
+def load_config(path: str | Path | None, overrides: list[str] | None = None,
+                expect_stage: str | None = None) -> StrictModel:
+    """Load a YAML file (or the embedded defaults when ``path`` is None) plus overrides into its stage model.
+
+    The file's ``stage:`` key picks the model; ``expect_stage`` makes the loader refuse a file written for
+    another stage (naming the command that runs it).
+    """
+    data, source = read_config(path, overrides)
+    name = data.get("stage", expect_stage)
+    if name is None:
+        raise ConfigError(f"{source}: missing top-level 'stage' key; add e.g. 'stage: sft' ({', '.join(stage_names())})")
+    if expect_stage is not None and name != expect_stage:
+        raise ConfigError(f"{source}: this file configures stage '{name}', not '{expect_stage}'; use "
+                          f"'rlhf {' '.join(stage(str(name)).command)}'")
+    data["stage"] = name
+    return validate_config(config_class(str(name)), data, source)

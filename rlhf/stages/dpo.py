@@ -32,7 +32,6 @@ Outputs (in ``runs/dpo/<name>-<fingerprint>/``): ``model/``, ``eval.json``, ``sa
 
 from __future__ import annotations
 
-import argparse
 import json
 import random
 import shutil
@@ -42,17 +41,17 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from rlhf.artifacts import StageRun, atomic_write_json, atomic_write_text
-from rlhf.config import RunConfig, StrictModel, register_stage_config
+from rlhf.core.artifacts import StageRun, atomic_write_json, atomic_write_text
+from rlhf.core.config import RunConfig, StrictModel
+from rlhf.core.errors import UserError
+from rlhf.core.runs import open_stage
 from rlhf.data.pairs import PreferencePair, split_pairs
-from rlhf.errors import UserError
 from rlhf.models.config import ModelConfig
-from rlhf.stages.common import open_stage
-from rlhf.stages.reward_model import PairsDataConfig, PreferenceTrainConfig, prepare_pairs
-from rlhf.train_ray import RaySettings, per_device_batch_size, run_on_ray, trainer_arguments, trl_worker
-from rlhf.training import DeepSpeedSettings, deepspeed_dict, last_complete_checkpoint
+from rlhf.stages.rm import PairsDataConfig, PreferenceTrainConfig, prepare_pairs
+from rlhf.trainers.hf import DeepSpeedSettings, deepspeed_dict, last_complete_checkpoint
+from rlhf.trainers.ray_train import RaySettings, per_device_batch_size, run_on_ray, trainer_arguments, trl_worker
 
-__all__ = ["DPOConfig", "add_parser", "run_dpo"]
+__all__ = ["DPOConfig", "run_dpo"]
 
 MAX_FLIP_RATE = 0.49
 
@@ -97,7 +96,6 @@ class DPOEvalConfig(StrictModel):
     bootstrap: int = Field(1000, ge=0, description="paired bootstrap resamples for the win-rate interval")
 
 
-@register_stage_config("dpo")
 class DPOConfig(StrictModel):
     """Offline DPO on preference pairs."""
 
@@ -250,20 +248,3 @@ def _evaluate(cfg: DPOConfig, n_prompts: int, policy_dir: Path, reference: str, 
     atomic_write_text(run.path("samples.jsonl"), rows)
     return {"summary": summary, "prompts": len(prompts), "temperature": cfg.eval.temperature,
             "reference": reference}
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from rlhf.commands.common import add_config_arguments, config_epilog
-
-    parser = subparsers.add_parser("dpo", help="offline DPO on preference pairs (TRL DPOTrainer on Ray Train)",
-                                   epilog=config_epilog("dpo"), formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser)
-    parser.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
-    from rlhf.commands.common import load_stage_config
-
-    cfg = load_stage_config(args, "dpo")
-    run_dpo(cfg)  # type: ignore[arg-type]
-    return 0

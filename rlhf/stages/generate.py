@@ -12,7 +12,6 @@ and ``report.json``.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 from pathlib import Path
@@ -21,14 +20,15 @@ from typing import Literal
 from pydantic import Field, model_validator
 from tqdm import tqdm
 
-from rlhf.artifacts import atomic_write_json, atomic_write_text
-from rlhf.config import RunConfig, StrictModel, register_stage_config
-from rlhf.errors import UserError
+from rlhf.core.artifacts import atomic_write_json, atomic_write_text
+from rlhf.core.config import RunConfig, StrictModel
+from rlhf.core.errors import UserError
+from rlhf.core.runs import open_stage
+from rlhf.data.candidates import candidate_id
 from rlhf.rollout.engines import EngineKind
 from rlhf.rollout.vllm_engine import VLLMSettings, check_vllm_temperature
-from rlhf.stages.common import open_stage
 
-__all__ = ["GenerateConfig", "add_parser", "candidate_id", "read_candidates", "run_generate"]
+__all__ = ["GenerateConfig", "run_generate"]
 
 
 class PromptSource(StrictModel):
@@ -59,7 +59,6 @@ class SamplingConfig(StrictModel):
     max_new_tokens: int = Field(96, ge=1, description="longest reply")
 
 
-@register_stage_config("generate")
 class GenerateConfig(StrictModel):
     """Candidate generation for a collection round."""
 
@@ -84,11 +83,6 @@ class GenerateConfig(StrictModel):
             raise ValueError("vllm settings are set but no policy uses engine: vllm; set policies[].engine=vllm "
                              "or remove vllm")
         return self
-
-
-def candidate_id(prompt_id: str, text: str) -> str:
-    """Content key of a candidate reply."""
-    return hashlib.sha256(f"{prompt_id}\x00{text}".encode()).hexdigest()[:16]
 
 
 def _load_prompts(source: PromptSource, seed: int) -> list[dict]:
@@ -162,27 +156,3 @@ def run_generate(cfg: GenerateConfig) -> Path:
         run.finish(["candidates.jsonl", "report.json"], metrics={f"generate/{k}": v for k, v in report.items()})
     print(f"generate: {report} -> {run.dir}")
     return run.dir
-
-
-def read_candidates(path: str | Path) -> list[dict]:
-    """Rows of a generate stage's ``candidates.jsonl`` (a stage folder or the file itself)."""
-    path = Path(path)
-    if path.is_dir():
-        path = path / "candidates.jsonl"
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from rlhf.commands.common import add_config_arguments, config_epilog
-
-    parser = subparsers.add_parser("generate", help="sample K candidate replies per prompt from one or more policies",
-                                   epilog=config_epilog("generate"), formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser)
-    parser.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
-    from rlhf.commands.common import load_stage_config
-
-    run_generate(load_stage_config(args, "generate"))  # type: ignore[arg-type]
-    return 0

@@ -15,7 +15,6 @@ stage's folder re-runs that stage and those after it.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import time
@@ -24,10 +23,10 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from rlhf.artifacts import atomic_write_json
-from rlhf.config import RunConfig, StrictModel, register_stage_config, validate_config
+from rlhf.core.artifacts import atomic_write_json
+from rlhf.core.config import RunConfig, StrictModel, validate_config
 
-__all__ = ["PipelineConfig", "add_parser", "run_pipeline"]
+__all__ = ["PipelineConfig", "run_pipeline"]
 
 # Section -> (stage config name, dotted keys the pipeline sets itself).
 SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -62,7 +61,6 @@ def _set(data: dict, dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-@register_stage_config("pipeline")
 class PipelineConfig(StrictModel):
     """A whole RLHF round (or several) on one config."""
 
@@ -118,11 +116,9 @@ class PipelineConfig(StrictModel):
 
 
 def _validated(stage: str, data: dict, source: str):
-    from rlhf.config import stage_config_class
-    from rlhf.stages import load_stage_modules
+    from rlhf.stages import config_class
 
-    load_stage_modules()
-    return validate_config(stage_config_class(stage), {**data, "stage": stage}, source=source)
+    return validate_config(config_class(stage), {**data, "stage": stage}, source=source)
 
 
 class _Clock:
@@ -209,12 +205,12 @@ def _wait_for_humans(cfg: PipelineConfig, label_cfg, push_dir: Path, url: str | 
 def run_pipeline(cfg: PipelineConfig) -> Path:
     """Run every round; returns the last round's report folder."""
     from rlhf.stages.dpo import run_dpo
-    from rlhf.stages.evaluate import run_eval
+    from rlhf.stages.eval import run_eval
     from rlhf.stages.generate import run_generate
     from rlhf.stages.ppo import run_ppo
     from rlhf.stages.prepare import run_prepare
     from rlhf.stages.report import run_report
-    from rlhf.stages.reward_model import run_reward_model
+    from rlhf.stages.rm import run_reward_model
     from rlhf.stages.sft import run_sft
 
     clock = _Clock()
@@ -284,25 +280,3 @@ def _print_summary(summary: list[dict[str, Any]], elapsed: float) -> None:
                 print(f"  {name}: gold-rubric win rate vs SFT {c['win_rate']:.1%} "
                       f"(95% CI {c['ci_low']:.1%} to {c['ci_high']:.1%})")
         print(f"  best policy: {entry['best']}")
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from rlhf.commands.common import add_config_arguments
-
-    parser = subparsers.add_parser(
-        "pipeline", help="run a whole RLHF round: prepare, SFT, generate, label, RM, PPO+DPO, eval, report",
-        description="Run whole RLHF rounds from one config (configs/quickstart.yaml). Completed stages are "
-                    "skipped, so an interrupted run resumes where it stopped.")
-    add_config_arguments(parser)
-    parser.add_argument("--wait-for-humans", action="store_true",
-                        help="print the UI address and wait for people to rank instead of simulated annotators")
-    parser.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
-    from rlhf.commands.common import load_stage_config
-
-    if args.wait_for_humans:
-        args.overrides = [*args.overrides, "wait_for_humans=true"]
-    run_pipeline(load_stage_config(args, "pipeline"))  # type: ignore[arg-type]
-    return 0

@@ -1,6 +1,6 @@
 """``rlhf train ppo``: PPO and the critic-free GRPO, RLOO and REINFORCE++ under Ray, in one controller loop.
 
-Roles (Ray actors placed by ``resources``; see :mod:`rlhf.ppo.launcher`): rollout workers (a
+Roles (Ray actors placed by ``resources``; see :mod:`rlhf.roles.launcher`): rollout workers (a
 :class:`~rlhf.rollout.types.RolloutEngine` each), the policy learner and, for GAE, the critic learner
 (DeepSpeed engines, ZeRO 0-3, torch AdamW, optional LoRA), the frozen reference policy and the reward
 (a reward model from an RM stage folder, normalised with its stored mean/std, or a ``module:function``).
@@ -14,7 +14,7 @@ One step, top to bottom in :func:`_train`:
    advantages by ``algorithm.advantage`` (gae | grpo | rloo | reinforce_pp), all on the whole batch;
 4. ``algorithm.epochs`` passes of shuffled mini-batches, each one optimizer step of the policy (and critic);
 5. update the KL coefficient, sync the policy weights to the rollout workers and check the sync on a
-   probe batch (:mod:`rlhf.ppo.weight_sync`), log, checkpoint every ``train.save_steps`` steps.
+   probe batch (:mod:`rlhf.roles.weight_sync`), log, checkpoint every ``train.save_steps`` steps.
 
 Every ``eval.every`` steps and at the end the policy answers held-out prompts once each, and the gold
 rubric scores them against the starting policy's replies (``eval/win_rate``, ties count half).
@@ -27,7 +27,6 @@ Outputs (``runs/ppo/<name>-<fingerprint>/``): ``model/``, ``metrics.jsonl`` + ``
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import os
@@ -41,17 +40,17 @@ from typing import Literal
 import torch
 from pydantic import Field, model_validator
 
-from rlhf.artifacts import StageRun, atomic_write_json, atomic_write_text
-from rlhf.config import RunConfig, StrictModel, register_stage_config
-from rlhf.errors import UserError
+from rlhf.core.artifacts import StageRun, atomic_write_json, atomic_write_text
+from rlhf.core.config import RunConfig, StrictModel
+from rlhf.core.errors import UserError
 from rlhf.models.config import ModelConfig
-from rlhf.ppo.checkpoint import ControllerState, DataPosition
-from rlhf.ppo.launcher import ResourcesConfig
-from rlhf.ppo.weight_sync import check_sync, connect_sync_group, sync_weights
 from rlhf.rl import AggregationMode, KLKind, TruncationMode
+from rlhf.roles.checkpoint import ControllerState, DataPosition
+from rlhf.roles.launcher import ResourcesConfig
+from rlhf.roles.weight_sync import check_sync, connect_sync_group, sync_weights
 from rlhf.rollout.vllm_engine import VLLMSettings, check_vllm_temperature
 
-__all__ = ["PPOConfig", "add_parser", "compute_advantages", "normalise_rewards", "run_ppo"]
+__all__ = ["PPOConfig", "compute_advantages", "normalise_rewards", "run_ppo"]
 
 Advantage = Literal["gae", "grpo", "rloo", "reinforce_pp"]
 
@@ -195,7 +194,6 @@ class PPOEvalConfig(StrictModel):
     temperature: float | None = Field(None, ge=0, description="sampling temperature (null: rollout.temperature)")
 
 
-@register_stage_config("ppo")
 class PPOConfig(StrictModel):
     """Policy optimisation with PPO, GRPO, RLOO or REINFORCE++ under Ray."""
 
@@ -395,7 +393,7 @@ def _load_prompts(cfg: PPOConfig) -> tuple[list[str], list[str]]:
 
 
 def _inputs(cfg: PPOConfig, policy_path: str) -> dict[str, str | Path]:
-    from rlhf.ppo.roles import reward_model_dir
+    from rlhf.roles.inference import reward_model_dir
 
     inputs: dict[str, str | Path] = {"policy": policy_path}
     if cfg.reward.model:
@@ -430,13 +428,13 @@ def run_ppo(cfg: PPOConfig) -> Path:
 
 def open_stage_for(cfg: PPOConfig, policy_path: str) -> StageRun:
     """The stage run folder of ``cfg`` (content-addressed by config and inputs)."""
-    from rlhf.stages.common import open_stage
+    from rlhf.core.runs import open_stage
 
     return open_stage(cfg, _inputs(cfg, policy_path))
 
 
 def _learner_spec(cfg: PPOConfig, model_path: str, lr: float, threads: float):
-    from rlhf.ppo.deepspeed_engine import LearnerSpec
+    from rlhf.trainers.deepspeed_engine import LearnerSpec
 
     per_step = cfg.resources.learner_workers * cfg.learner.micro_batch_size
     return LearnerSpec(model_path=model_path, dtype=cfg.model.dtype, device=cfg.model.device, lr=lr,
@@ -451,8 +449,8 @@ def _learner_spec(cfg: PPOConfig, model_path: str, lr: float, threads: float):
 def _critic_source(cfg: PPOConfig, policy_path: str) -> tuple[str, bool]:
     """(model path, fresh value head?) of the critic's initial weights."""
     from rlhf.models.loader import load_tokenizer
-    from rlhf.ppo.modeling import check_same_vocabulary
-    from rlhf.ppo.roles import reward_model_dir
+    from rlhf.roles.inference import reward_model_dir
+    from rlhf.trainers.modeling import check_same_vocabulary
 
     if cfg.critic.init_from == "policy" or cfg.reward.model is None:
         return policy_path, True
@@ -465,9 +463,9 @@ def _start_roles(cfg: PPOConfig, policy_path: str, backend: str):
     """Place and start every role, then set up the learners (the launcher only wires)."""
     import ray
 
-    from rlhf.ppo.launcher import ROLES, Roles, plan_bundles, start_actor, start_placement_group, worker_env
-    from rlhf.ppo.learner import CriticLearner, PolicyLearner
-    from rlhf.ppo.roles import ReferenceActor, RewardActor, RolloutWorker, reward_model_dir
+    from rlhf.roles.inference import ReferenceActor, RewardActor, RolloutWorker, reward_model_dir
+    from rlhf.roles.launcher import ROLES, Roles, plan_bundles, start_actor, start_placement_group, worker_env
+    from rlhf.roles.learner import CriticLearner, PolicyLearner
 
     res = cfg.resources
     names = tuple(r for r in ROLES if r != "critic" or cfg.uses_critic)
@@ -570,7 +568,7 @@ def _win_rate_metrics(scores: list[float], baseline: list[dict]) -> dict[str, fl
 def _save_checkpoint(run: StageRun, roles, state: ControllerState, keep: int) -> None:
     import ray
 
-    from rlhf.ppo import checkpoint as ckpt
+    from rlhf.roles import checkpoint as ckpt
 
     folder = ckpt.checkpoint_folder(run.dir, state.step)
     shutil.rmtree(folder, ignore_errors=True)
@@ -609,13 +607,10 @@ def _train(cfg: PPOConfig, run: StageRun, policy_path: str) -> Path:
     import ray
     from tqdm import tqdm
 
-    from rlhf.artifacts import reset_incomplete
+    from rlhf.core.artifacts import reset_incomplete
+    from rlhf.core.paths import share_torch_extensions
+    from rlhf.core.runs import MetricsLogger
     from rlhf.models.loader import load_tokenizer
-    from rlhf.models.tiny import cache_root
-    from rlhf.ppo import checkpoint as ckpt
-    from rlhf.ppo.containers import Batch, Rollout
-    from rlhf.ppo.deepspeed_engine import rng_state, set_rng_state
-    from rlhf.ppo.learner import PolicyLossSettings, merge_rank_stats
     from rlhf.rl import (
         AdaptiveKLController,
         FixedKLController,
@@ -625,9 +620,12 @@ def _train(cfg: PPOConfig, run: StageRun, policy_path: str) -> Path:
         kl_estimate,
         truncated_importance_weights,
     )
+    from rlhf.roles import checkpoint as ckpt
+    from rlhf.roles.learner import PolicyLossSettings, merge_rank_stats
+    from rlhf.rollout.containers import Batch, Rollout
     from rlhf.rollout.types import SamplingParams
-    from rlhf.stages.common import MetricsLogger
-    from rlhf.train_ray import connect_ray
+    from rlhf.trainers.deepspeed_engine import rng_state, set_rng_state
+    from rlhf.trainers.ray_train import connect_ray
     from rlhf.utils.callables import load_callable
     from rlhf.utils.seed import seed_everything
 
@@ -656,7 +654,7 @@ def _train(cfg: PPOConfig, run: StageRun, policy_path: str) -> Path:
         reset_incomplete(run)  # a run killed before its first checkpoint starts over
     backend_learn = "nccl" if res.policy.num_gpus > 0 else "gloo"
     backend_sync = "nccl" if res.policy.num_gpus > 0 and res.rollout.num_gpus > 0 else "gloo"
-    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(cache_root() / "torch_extensions"))
+    share_torch_extensions()
     bundles_cpus = sum(getattr(res, r).num_cpus * res.count(r) for r in ("rollout", "policy", "critic",
                                                                          "reference", "reward"))
     started_ray = connect_ray(res.address, int(bundles_cpus + 0.999), res.object_store_mb)
@@ -842,20 +840,3 @@ def _final_metrics(run: StageRun, prompts: list[str], last_eval: tuple[list[str]
                  for p, r, s, b in zip(prompts, *last_eval, baseline)]
         atomic_write_text(run.path("samples.jsonl"), "".join(json.dumps(line) + "\n" for line in lines))
     return final
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from rlhf.commands.common import add_config_arguments, config_epilog
-
-    parser = subparsers.add_parser("ppo", help="policy optimisation under Ray: PPO, GRPO, RLOO, REINFORCE++",
-                                   epilog=config_epilog("ppo"), formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser)
-    parser.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
-    from rlhf.commands.common import load_stage_config
-
-    cfg = load_stage_config(args, "ppo")
-    run_ppo(cfg)  # type: ignore[arg-type]
-    return 0

@@ -12,22 +12,21 @@ Outputs: ``prompts/train.jsonl`` and ``prompts/eval.jsonl`` (``id``, ``prompt``,
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, model_validator
 
-from rlhf.artifacts import atomic_write_json, atomic_write_text
-from rlhf.config import RunConfig, StrictModel, register_stage_config
+from rlhf.core.artifacts import atomic_write_json, atomic_write_text
+from rlhf.core.config import RunConfig, StrictModel
+from rlhf.core.errors import UserError
+from rlhf.core.runs import open_stage
 from rlhf.data.dedup import dedup_records, split_records
 from rlhf.data.pii import load_scrubber
 from rlhf.data.prompts import PromptRecord, load_prompt_records, normalize_text, prompt_id, scrub_records
-from rlhf.errors import UserError
-from rlhf.stages.common import open_stage
 
-__all__ = ["PrepareConfig", "add_parser", "run_prepare"]
+__all__ = ["PrepareConfig", "run_prepare"]
 
 
 class SourceConfig(StrictModel):
@@ -61,7 +60,6 @@ class SplitConfig(StrictModel):
     eval_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of clusters held out for evaluation")
 
 
-@register_stage_config("prepare")
 class PrepareConfig(StrictModel):
     """Prompt-set preparation."""
 
@@ -156,19 +154,3 @@ def run_prepare(cfg: PrepareConfig) -> Path:
         run.finish(outputs, metrics={"prepare/" + k: v for k, v in report["split"].items()})
     print(f"prepare: {report['split']} -> {run.dir}")
     return run.dir
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from rlhf.commands.common import add_config_arguments, config_epilog
-
-    parser = subparsers.add_parser("prepare", help="clean, scrub, deduplicate and split prompts (or import HH pairs)",
-                                   epilog=config_epilog("prepare"), formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser)
-    parser.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
-    from rlhf.commands.common import load_stage_config
-
-    run_prepare(load_stage_config(args, "prepare"))  # type: ignore[arg-type]
-    return 0

@@ -13,7 +13,6 @@ Outputs (``runs/report/<name>-<fingerprint>/``): ``report.html``, ``report.pdf``
 
 from __future__ import annotations
 
-import argparse
 import json
 import shutil
 import subprocess
@@ -23,12 +22,12 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from rlhf.artifacts import StageRun, atomic_write_text, read_manifest
-from rlhf.config import RunConfig, StrictModel, register_stage_config
-from rlhf.errors import UserError
-from rlhf.stages.common import open_stage
+from rlhf.core.artifacts import StageRun, atomic_write_text, read_manifest
+from rlhf.core.config import RunConfig, StrictModel
+from rlhf.core.errors import UserError
+from rlhf.core.runs import open_stage
 
-__all__ = ["CHROMIUM_FLAGS", "ReportConfig", "add_parser", "run_report"]
+__all__ = ["CHROMIUM_FLAGS", "ReportConfig", "run_report"]
 
 
 class ReportSamples(StrictModel):
@@ -38,7 +37,6 @@ class ReportSamples(StrictModel):
     seed: int = Field(0, description="seed of the random examples")
 
 
-@register_stage_config("report")
 class ReportConfig(StrictModel):
     """Render the evaluation report."""
 
@@ -125,20 +123,3 @@ def _render(cfg: ReportConfig, run: StageRun, eval_dir: Path) -> Path:
     run.finish(outputs, metrics={"report/policies": len(results["policies"]), "report/bytes": len(page)})
     print(f"report: done -> {run.path('report.html')}")
     return run.dir
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from rlhf.commands.common import add_config_arguments, config_epilog
-
-    parser = subparsers.add_parser("report", help="render the self-contained HTML report of an eval run",
-                                   epilog=config_epilog("report"), formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser)
-    parser.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
-    from rlhf.commands.common import load_stage_config
-
-    cfg = load_stage_config(args, "report")
-    run_report(cfg)  # type: ignore[arg-type]
-    return 0

@@ -12,7 +12,6 @@ Outputs (in ``runs/sft/<name>-<fingerprint>/``): ``model/`` (weights + tokenizer
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
 import os
@@ -22,14 +21,14 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from rlhf.artifacts import StageRun, atomic_write_json, atomic_write_text, hash_path
-from rlhf.config import RunConfig, StrictModel, register_stage_config
-from rlhf.errors import UserError
+from rlhf.core.artifacts import StageRun, atomic_write_json, atomic_write_text, hash_path
+from rlhf.core.config import RunConfig, StrictModel
+from rlhf.core.errors import UserError
+from rlhf.core.runs import open_stage
 from rlhf.models.config import ModelConfig
-from rlhf.stages.common import open_stage
-from rlhf.training import DeepSpeedSettings, deepspeed_dict, last_complete_checkpoint, save_model
+from rlhf.trainers.hf import DeepSpeedSettings, deepspeed_dict, last_complete_checkpoint, save_model
 
-__all__ = ["SFTConfig", "add_parser", "run_sft"]
+__all__ = ["SFTConfig", "run_sft"]
 
 
 class SFTDataConfig(StrictModel):
@@ -66,7 +65,6 @@ class SFTSampleConfig(StrictModel):
     rubric: str | None = Field("rlhf.world.demo:gold_rubric", description="module:function scoring (prompt, reply)")
 
 
-@register_stage_config("sft")
 class SFTConfig(StrictModel):
     """Supervised fine-tuning of the base policy."""
 
@@ -249,20 +247,3 @@ def _sample_and_score(cfg: SFTConfig, model, tokenizer, run: StageRun) -> dict[s
         "sft/gold_levels": len({round(s, 2) for s in scores}),
         "sft/finished_rate": sum(r.finished for r in replies) / len(replies),
     }
-
-
-def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    from rlhf.commands.common import add_config_arguments, config_epilog
-
-    parser = subparsers.add_parser("sft", help="supervised fine-tuning of the base policy (TRL SFTTrainer)",
-                                   epilog=config_epilog("sft"), formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_arguments(parser)
-    parser.set_defaults(func=_main)
-
-
-def _main(args: argparse.Namespace) -> int:
-    from rlhf.commands.common import load_stage_config
-
-    cfg = load_stage_config(args, "sft")
-    run_sft(cfg)  # type: ignore[arg-type]
-    return 0

@@ -6,7 +6,7 @@ import importlib
 from collections.abc import Callable
 from typing import Any
 
-from rlhf.errors import UserError
+from rlhf.core.errors import UserError
 
 __all__ = ["load_callable"]
 

@@ -26,6 +26,6 @@ def ensure_single_process_env() -> None:
     for key, value in defaults.items():
         os.environ.setdefault(key, value)
     os.environ.setdefault("MASTER_PORT", str(free_port()))
-    from rlhf.models.tiny import cache_root
+    from rlhf.core.paths import share_torch_extensions
 
-    os.environ.setdefault("TORCH_EXTENSIONS_DIR", str(cache_root() / "torch_extensions"))
+    share_torch_extensions()

@@ -12,8 +12,8 @@ import uuid
 import httpx
 import pytest
 
-from rlhf.errors import USER_ERRORS
-from rlhf.labeling.cli import add_parser
+from rlhf.cli.label_cmd import add_parser
+from rlhf.core.errors import USER_ERRORS
 
 pytestmark = pytest.mark.slow
 

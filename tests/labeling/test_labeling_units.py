@@ -12,8 +12,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from rlhf.config import ConfigError, load_config
-from rlhf.errors import UserError
+from rlhf.core.config import ConfigError
+from rlhf.core.errors import UserError
 from rlhf.labeling import (
     ArgillaAPIError,
     ArgillaConfig,
@@ -29,6 +29,7 @@ from rlhf.labeling.credentials import ENV_NAMES, load_or_create_secrets
 from rlhf.labeling.server_venv import STAMP, _wanted_stamp, ensure_server_venv, requirements_file
 from rlhf.labeling.state import ServiceLayout, ServiceState, pid_alive, read_state, write_state
 from rlhf.labeling.templates import DatasetTemplate, templates_dir
+from rlhf.stages import load_config
 
 REPO = Path(__file__).resolve().parents[2]
 

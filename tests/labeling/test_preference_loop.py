@@ -20,16 +20,16 @@ from pathlib import Path
 import httpx
 import pytest
 
-from rlhf.config import load_config
+from rlhf.core.errors import USER_ERRORS
+from rlhf.data.candidates import candidate_id
 from rlhf.data.pairs import read_pairs
-from rlhf.errors import USER_ERRORS
 from rlhf.labeling import ArgillaHTTP, create_user, iter_records, pending_queue, ranking_value, submit_response
 from rlhf.labeling.loop.common import load_pseudonym_key, pseudonym, read_push
 from rlhf.labeling.loop.pull import run_pull
 from rlhf.labeling.loop.push import open_push, run_push
 from rlhf.labeling.loop.simulate import run_simulate
 from rlhf.labeling.loop.slots import read_slot_map
-from rlhf.stages.generate import candidate_id
+from rlhf.stages import load_config
 from rlhf.world.demo import ResponseQuality, generate_prompts, generate_response, gold_rubric
 
 pytestmark = pytest.mark.slow
@@ -264,7 +264,7 @@ def test_pull_again_changes_nothing_and_an_incremental_pull_takes_only_what_is_n
 
 
 def test_status_and_pull_through_the_cli(demo_round, capsys):
-    from rlhf.labeling.cli import add_parser
+    from rlhf.cli.label_cmd import add_parser
 
     def label(*argv: str) -> tuple[int, str, str]:
         parser = argparse.ArgumentParser(prog="rlhf")

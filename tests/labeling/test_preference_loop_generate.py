@@ -9,14 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from rlhf.config import load_config
+from rlhf.data.candidates import read_candidates
 from rlhf.labeling import iter_records
 from rlhf.labeling.loop.common import read_push
 from rlhf.labeling.loop.push import run_push
 from rlhf.labeling.loop.slots import read_slot_map
 from rlhf.models.config import TinyModelConfig
 from rlhf.models.tiny import build_tiny_model
-from rlhf.stages.generate import read_candidates, run_generate
+from rlhf.stages import load_config
+from rlhf.stages.generate import run_generate
 
 pytestmark = pytest.mark.slow
 

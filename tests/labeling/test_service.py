@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from rlhf.errors import UserError
+from rlhf.core.errors import UserError
 from rlhf.labeling import ServiceConfig, service_status, start_service, stop_service
 from rlhf.labeling.credentials import load_or_create_secrets
 from rlhf.labeling.state import ServiceLayout, pid_alive, read_state

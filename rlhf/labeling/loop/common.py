@@ -23,8 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rlhf.artifacts import MANIFEST
-from rlhf.errors import UserError
+from rlhf.core.artifacts import MANIFEST
+from rlhf.core.errors import UserError
 from rlhf.labeling.config import ArgillaConfig, ServiceConfig
 from rlhf.labeling.connection import http_client, resolve_connection
 from rlhf.labeling.http import ArgillaHTTP

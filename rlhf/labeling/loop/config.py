@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from rlhf.config import RunConfig, StrictModel, register_stage_config
+from rlhf.core.config import RunConfig, StrictModel
 from rlhf.labeling.config import ArgillaConfig, ServiceConfig
 
 __all__ = ["HoneypotConfig", "LabelPullConfig", "LabelPushConfig", "LabelSimulateConfig", "QualityThresholds"]
@@ -28,7 +28,6 @@ class HoneypotConfig(StrictModel):
     seed: int = Field(0, description="seed of the demo honeypots (a bank shared by rounds, apart from run.seed)")
 
 
-@register_stage_config("label_push")
 class LabelPushConfig(StrictModel):
     """``rlhf label push``: one collection round as one Argilla dataset."""
 
@@ -50,7 +49,6 @@ class LabelPushConfig(StrictModel):
     service: ServiceConfig = Field(default_factory=ServiceConfig)
 
 
-@register_stage_config("label_simulate")
 class LabelSimulateConfig(StrictModel):
     """``rlhf label simulate``: bot annotators answering a pushed round through the annotator API."""
 
@@ -92,7 +90,6 @@ class QualityThresholds(StrictModel):
                                      description="honeypot accuracy below which to flag 'careless'")
 
 
-@register_stage_config("label_pull")
 class LabelPullConfig(StrictModel):
     """``rlhf label pull``: a versioned snapshot of the round's responses, pairs and quality report."""
 

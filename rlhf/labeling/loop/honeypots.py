@@ -24,10 +24,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from rlhf.core.errors import UserError
+from rlhf.data.candidates import candidate_id
 from rlhf.data.pii import ScrubResult, run_scrubber
-from rlhf.errors import UserError
 from rlhf.labeling.loop.slots import SlotRecord, record_key, shuffle_slots
-from rlhf.stages.generate import candidate_id
 
 __all__ = ["DEMO_SEED_OFFSET", "Honeypot", "demo_honeypots", "honeypot_records", "load_honeypots"]
 

@@ -39,10 +39,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from rlhf.artifacts import MANIFEST, atomic_write_json, atomic_write_text, begin_stage, read_manifest
+from rlhf.core.artifacts import MANIFEST, atomic_write_json, atomic_write_text, begin_stage, read_manifest
+from rlhf.core.errors import UserError
+from rlhf.core.runs import fingerprint_config
 from rlhf.data.pairs import PreferencePair, write_pairs
 from rlhf.data.pii import ScrubResult, load_scrubber, run_scrubber
-from rlhf.errors import UserError
 from rlhf.labeling.http import ArgillaHTTP
 from rlhf.labeling.loop.common import PushInfo, connect, load_pseudonym_key, pseudonym, read_push
 from rlhf.labeling.loop.config import LabelPullConfig
@@ -52,7 +53,6 @@ from rlhf.labeling.users import list_users
 from rlhf.preferences.aggregate import aggregate_record
 from rlhf.preferences.quality import quality_report
 from rlhf.preferences.votes import RankingVote
-from rlhf.stages.common import fingerprint_config
 
 __all__ = ["build_pairs", "find_previous", "response_row", "responses_digest", "run_pull", "votes_from_rows"]
 

@@ -35,17 +35,17 @@ from typing import Any
 
 from tqdm import tqdm
 
-from rlhf.artifacts import StageRun, atomic_write_json, atomic_write_text
+from rlhf.core.artifacts import StageRun, atomic_write_json, atomic_write_text
+from rlhf.core.errors import UserError
+from rlhf.core.runs import open_stage
+from rlhf.data.candidates import candidate_id, read_candidates
 from rlhf.data.pii import ScrubResult, load_scrubber, run_scrubber
-from rlhf.errors import UserError
 from rlhf.labeling.http import ArgillaAPIError, ArgillaHTTP
 from rlhf.labeling.loop.common import PUSH_INFO, connect
 from rlhf.labeling.loop.config import LabelPushConfig
 from rlhf.labeling.loop.honeypots import demo_honeypots, honeypot_records, load_honeypots
 from rlhf.labeling.loop.slots import SLOT_MAP, SlotRecord, adopt_server_order, record_key, shuffle_slots, write_slot_map
 from rlhf.labeling.templates import DatasetTemplate, create_dataset, find_dataset, load_template
-from rlhf.stages.common import open_stage
-from rlhf.stages.generate import candidate_id, read_candidates
 
 __all__ = ["log_records_idempotent", "open_push", "plan_records", "run_push", "server_records", "template_layout"]
 

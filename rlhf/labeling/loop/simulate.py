@@ -27,7 +27,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from rlhf.errors import UserError
+from rlhf.core.errors import UserError
 from rlhf.labeling.http import ArgillaHTTP
 from rlhf.labeling.loop.common import PushInfo, connect, read_push
 from rlhf.labeling.loop.config import LabelSimulateConfig

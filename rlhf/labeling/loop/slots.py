@@ -25,8 +25,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rlhf.artifacts import atomic_write_text
-from rlhf.errors import UserError
+from rlhf.core.artifacts import atomic_write_text
+from rlhf.core.errors import UserError
 
 __all__ = [
     "SLOT_MAP",

@@ -1,1 +1,0 @@
-"""Utility subcommands of the ``rlhf`` CLI (config, lineage, models, train dispatch)."""

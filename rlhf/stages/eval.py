@@ -1,0 +1,364 @@
+"""``rlhf eval``: compare checkpoints with a baseline on a fixed prompt set.
+
+Steps, in order:
+
+1. **Prompts**: a JSONL file (``prompt``, optional ``id`` and ``category``) or held-out demo-world prompts
+   (a seed range apart from the training prompts); a category per prompt from the file or from
+   ``prompts.category`` (``module:function`` of the prompt text; the demo world's ``intent_of``).
+2. **Generate**: every policy (the baseline first, then each checkpoint) samples
+   ``generation.samples_per_prompt`` replies per prompt through the shared rollout engine with the same
+   seed (common random numbers: a checkpoint identical to the baseline gives identical replies). With
+   ``kl.enabled`` each reply's log-probability is recomputed by a forward pass under the policy and under
+   the reference (the baseline unless ``reference`` is set), for the sequence-level Monte Carlo KL
+   (:mod:`rlhf.eval.divergence`).
+3. **Score**: the gold rubric (``scoring.rubric``), each reward model (normalised with the mean/std it
+   saved in ``reward_stats.json``; the raw score is kept too), and the optional pairwise judge (an LM or a
+   ``module:function``), which compares each checkpoint's reply with the baseline's in both slot orders.
+4. **Analyse** (:mod:`rlhf.eval.analysis`, through the ``evaluate`` modules in ``metrics/``): win rates
+   with ties as half, paired bootstrap intervals, exact binomial checks, length-controlled win rates,
+   per-category tables, reward-length correlation, KL; and best-of-n on separate samples.
+
+Outputs (``runs/eval/<name>-<fingerprint>/``): ``results.json`` (every statistic), ``samples.parquet``
+(every sample and score), ``best_of_n.parquet`` (when enabled), ``metrics.json``, ``manifest.json``
+(whose inputs link each checkpoint's stage folder, so ``rlhf report`` can walk each one's lineage).
+``rlhf eval human push|pull`` (blind A/B evaluation by people) is described in :mod:`rlhf.stages.eval_human`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from rlhf.core.artifacts import StageRun, atomic_write_json, atomic_write_text
+from rlhf.core.config import RunConfig, StrictModel
+from rlhf.core.errors import UserError
+from rlhf.core.runs import open_stage
+
+__all__ = ["EvalConfig", "PolicySpec", "run_eval"]
+
+NAME_PATTERN = r"^[A-Za-z0-9_.:/-]+$"
+
+
+class PolicySpec(StrictModel):
+    """A model to evaluate: a display name and where it lives (stage folder, model folder, hub id, 'tiny')."""
+
+    name: str = Field(..., pattern=NAME_PATTERN, description="display name in tables and plots")
+    path: str = Field(..., description="stage output folder, model folder, hub id, or 'tiny'")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _from_string(cls, data: Any) -> Any:
+        if isinstance(data, str):
+            path = Path(data)
+            name = f"{path.parent.name}/{path.name}" if path.parent.name else path.name
+            return {"name": name or data, "path": data}
+        return data
+
+
+class PromptSetConfig(StrictModel):
+    """The fixed evaluation prompt set."""
+
+    path: str | None = Field(None, description="JSONL with 'prompt' (and optional 'id', 'category'); omit for demo prompts")
+    demo_count: int = Field(96, ge=2, description="held-out demo-world prompts when no path is given")
+    demo_seed: int = Field(90_000, description="seed of the demo prompts; keep it apart from training seeds")
+    category: str | None = Field("rlhf.world.demo:intent_of",
+                                 description="module:function giving a prompt's category when the file has none")
+
+
+class GenerationSettings(StrictModel):
+    """How every policy samples its replies."""
+
+    max_new_tokens: int = Field(96, ge=1, description="longest reply")
+    temperature: float = Field(1.0, ge=0.0, description="sampling temperature (0: greedy)")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass")
+    samples_per_prompt: int = Field(1, ge=1, description="replies per prompt and policy (paired by index)")
+    batch_size: int = Field(32, ge=1, description="prompts per generation batch")
+
+
+class RewardModelSpec(StrictModel):
+    """A reward model to score with."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$", description="scorer name (column score/rm/<name>)")
+    path: str = Field(..., description="reward stage folder or model folder")
+
+
+class JudgeSettings(StrictModel):
+    """An optional pairwise judge, asked in both slot orders (set at most one of model and callable)."""
+
+    model: str | None = Field(None, description="causal LM (stage folder, model folder or hub id) used as judge")
+    callable: str | None = Field(None, description="module:function(prompt, reply_a, reply_b) -> P(A better)")
+
+    @model_validator(mode="after")
+    def _one(self) -> JudgeSettings:
+        if self.model is not None and self.callable is not None:
+            raise ValueError("scoring.judge.model and scoring.judge.callable are both set; keep one")
+        return self
+
+    @property
+    def enabled(self) -> bool:
+        return self.model is not None or self.callable is not None
+
+
+class ScoringConfig(StrictModel):
+    """What scores the replies."""
+
+    rubric: str | None = Field("rlhf.world.demo:gold_rubric", description="module:function gold score (None: no rubric)")
+    reward_models: list[RewardModelSpec] = Field(default_factory=list, description="reward models to score with")
+    judge: JudgeSettings = Field(default_factory=JudgeSettings, description="optional pairwise judge")
+    primary: str | None = Field(None, description="scorer that leads the report: 'gold', 'rm/<name>' or 'judge' "
+                                                  "(default: the first reward model, else gold)")
+    batch_size: int = Field(16, ge=1, description="sequences per scoring batch")
+
+
+class StatsSettings(StrictModel):
+    """Statistical settings."""
+
+    n_bootstrap: int = Field(2000, ge=200, description="paired bootstrap resamples for win-rate intervals")
+    lc_bootstrap: int = Field(1000, ge=200, description="bootstrap resamples for the length-controlled win rate")
+    confidence: float = Field(0.95, gt=0.5, lt=1.0, description="interval level")
+    tie_tolerance: float = Field(0.0, ge=0.0, description="score differences up to this count as ties")
+    length_unit: Literal["tokens", "chars"] = Field("tokens", description="length used for length control")
+
+
+class KLSettings(StrictModel):
+    """KL to the reference on the policy's own samples."""
+
+    enabled: bool = Field(True, description="estimate KL(policy || reference); needs temperature 1 and top_p 1")
+
+
+class BestOfNSettings(StrictModel):
+    """Best-of-n with a reward model as the proxy, on separate samples."""
+
+    n: int = Field(0, ge=0, description="samples per prompt (0: off); the curve reports n = 1, 2, 4, ... up to it")
+    prompts: int = Field(32, ge=1, description="prompts (the first of the set) used for best-of-n")
+    policies: list[str] | None = Field(None, description="policy names to run it for (default: the baseline)")
+    proxy: str | None = Field(None, description="reward model name used as proxy (default: the first)")
+
+
+class EvalModelSettings(StrictModel):
+    """How models are loaded."""
+
+    dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights dtype")
+    device: Literal["cpu", "cuda", "auto"] = Field("auto", description="'auto' uses CUDA when present")
+
+
+class EvalConfig(StrictModel):
+    """Evaluate checkpoints against a baseline."""
+
+    stage: Literal["eval"] = "eval"
+    run: RunConfig = Field(default_factory=RunConfig)
+    checkpoints: list[PolicySpec] = Field(default_factory=list, description="checkpoints to evaluate, in order")
+    baseline: PolicySpec | None = Field(None, description="the policy every checkpoint is compared with")
+    reference: str | None = Field(None, description="reference model for KL (default: the baseline)")
+    model: EvalModelSettings = Field(default_factory=EvalModelSettings)
+    prompts: PromptSetConfig = Field(default_factory=PromptSetConfig)
+    generation: GenerationSettings = Field(default_factory=GenerationSettings)
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig)
+    stats: StatsSettings = Field(default_factory=StatsSettings)
+    kl: KLSettings = Field(default_factory=KLSettings)
+    best_of_n: BestOfNSettings = Field(default_factory=BestOfNSettings)
+    metrics_dir: str | None = Field(None, description="folder of the evaluate metric modules (default: repo metrics/)")
+
+    @field_validator("checkpoints")
+    @classmethod
+    def _unique(cls, value: list[PolicySpec]) -> list[PolicySpec]:
+        names = [p.name for p in value]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"checkpoint names {dupes} repeat; give each checkpoint a distinct name")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> EvalConfig:
+        if self.baseline is not None and self.baseline.name in {p.name for p in self.checkpoints}:
+            raise ValueError(f"baseline.name '{self.baseline.name}' is also a checkpoint name; rename one")
+        if self.kl.enabled and (self.generation.temperature != 1.0 or self.generation.top_p != 1.0):
+            raise ValueError("kl.enabled needs generation.temperature=1 and generation.top_p=1 (samples must come "
+                             "from the policy itself); set kl.enabled=false or restore them")
+        rms = [rm.name for rm in self.scoring.reward_models]
+        if len(set(rms)) != len(rms):
+            raise ValueError("scoring.reward_models names repeat; give each a distinct name")
+        if self.scoring.primary is not None and self.scoring.primary not in self.scorer_names():
+            raise ValueError(f"scoring.primary '{self.scoring.primary}' is not a configured scorer "
+                             f"({', '.join(self.scorer_names()) or 'none'})")
+        if not self.scorer_names():
+            raise ValueError("no scorer: set scoring.rubric, scoring.reward_models or scoring.judge")
+        if self.best_of_n.n > 0:
+            if not rms:
+                raise ValueError("best_of_n.n > 0 needs a proxy in scoring.reward_models; add one or set best_of_n.n=0")
+            if self.best_of_n.proxy is not None and self.best_of_n.proxy not in rms:
+                raise ValueError(f"best_of_n.proxy '{self.best_of_n.proxy}' is not in scoring.reward_models ({rms})")
+        names = [p.name for p in self.checkpoints] + ([self.baseline.name] if self.baseline else [])
+        unknown = sorted(set(self.best_of_n.policies or []) - set(names))
+        if unknown:
+            raise ValueError(f"best_of_n.policies {unknown} are not among the baseline and checkpoints ({names})")
+        return self
+
+    def scorer_names(self) -> list[str]:
+        """Scorers in report order: reward models, gold, judge."""
+        names = [f"rm/{rm.name}" for rm in self.scoring.reward_models]
+        if self.scoring.rubric:
+            names.append("gold")
+        if self.scoring.judge.enabled:
+            names.append("judge")
+        return names
+
+    def primary_scorer(self) -> str:
+        """The configured primary scorer, else the first reward model, else gold, else the judge."""
+        return self.scoring.primary or self.scorer_names()[0]
+
+
+def _demo_prompt_file(root: str, count: int, seed: int) -> Path:
+    from rlhf.world.demo import generate_prompts
+
+    lines = "".join(json.dumps({"id": p.id, "prompt": p.text, "category": p.intent}) + "\n"
+                    for p in generate_prompts(count, seed=seed))
+    path = Path(root) / "corpora" / f"demo-eval-{hashlib.sha256(lines.encode()).hexdigest()[:16]}.jsonl"
+    if not path.is_file():
+        atomic_write_text(path, lines)
+    return path
+
+
+def read_prompt_set(path: Path, category_fn: str | None) -> list[dict[str, Any]]:
+    """Rows {index, id, prompt, category} from a prompt JSONL file."""
+    from rlhf.utils.callables import load_callable
+
+    categorise = load_callable(category_fn) if category_fn else None
+    rows: list[dict[str, Any]] = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise UserError(f"{path}:{number}: not valid JSON; each line must be an object with 'prompt'") from None
+        if not isinstance(row, dict) or not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
+            raise UserError(f"{path}:{number}: 'prompt' must be a non-empty string")
+        category = row.get("category") or (categorise(row["prompt"]) if categorise else "all")
+        rows.append({"index": len(rows), "id": str(row.get("id", len(rows))), "prompt": row["prompt"],
+                     "category": str(category)})
+    if len(rows) < 2:
+        raise UserError(f"{path} holds {len(rows)} prompt(s); an evaluation needs at least 2")
+    return rows
+
+
+def run_eval(cfg: EvalConfig) -> Path:
+    """Run (or skip, when already complete) the evaluation; returns the stage folder."""
+    from rlhf.models.loader import resolve_model_path
+
+    if cfg.baseline is None or not cfg.checkpoints:
+        raise UserError("eval needs a baseline and at least one checkpoint: pass baseline=<folder> "
+                        "checkpoints=[<folder>,...] or set them in the config file")
+    prompt_file = Path(cfg.prompts.path) if cfg.prompts.path else _demo_prompt_file(
+        cfg.run.root, cfg.prompts.demo_count, cfg.prompts.demo_seed)
+    if not prompt_file.is_file():
+        raise UserError(f"prompts.path {prompt_file} does not exist; point it at a JSONL file or omit it")
+    model_paths = {p.name: resolve_model_path(p.path) for p in [cfg.baseline, *cfg.checkpoints]}
+    reference = resolve_model_path(cfg.reference) if cfg.reference else model_paths[cfg.baseline.name]
+    rm_paths = {rm.name: resolve_model_path(rm.path) for rm in cfg.scoring.reward_models}
+    inputs: dict[str, str | Path] = {"prompts": prompt_file, "reference": reference}
+    inputs.update({f"policy/{name}": path for name, path in model_paths.items()})
+    inputs.update({f"reward/{name}": path for name, path in rm_paths.items()})
+    if cfg.scoring.judge.model:
+        inputs["judge"] = resolve_model_path(cfg.scoring.judge.model)
+    run = open_stage(cfg, inputs)
+    if run.complete:
+        print(f"eval: up to date, skipping ({run.dir})")
+        return run.dir
+    with run.lock():
+        return _evaluate(cfg, run, prompt_file, model_paths, reference, rm_paths)
+
+
+def _evaluate(cfg: EvalConfig, run: StageRun, prompt_file: Path, model_paths: dict[str, str], reference: str,
+              rm_paths: dict[str, str]) -> Path:
+    import pandas as pd
+
+    from rlhf.eval.analysis import AnalysisSettings, MetricSuite, analyse
+    from rlhf.eval.sampling import best_of_n_results, judge_against_baseline, sample_policies, score_samples
+    from rlhf.utils.seed import seed_everything
+
+    seed_everything(cfg.run.seed)
+    suite = MetricSuite(cfg.metrics_dir)
+    prompts = read_prompt_set(prompt_file, cfg.prompts.category)
+    baseline = cfg.baseline.name  # type: ignore[union-attr]
+    checkpoints = [p.name for p in cfg.checkpoints]
+    bon_policies = (cfg.best_of_n.policies or [baseline]) if cfg.best_of_n.n > 0 else []
+    gen = cfg.generation
+    rows, bon_rows = sample_policies(
+        prompts, model_paths, reference if cfg.kl.enabled else None, dtype=cfg.model.dtype, device=cfg.model.device,
+        max_new_tokens=gen.max_new_tokens, temperature=gen.temperature, top_p=gen.top_p,
+        samples_per_prompt=gen.samples_per_prompt, batch_size=gen.batch_size, seed=cfg.run.seed,
+        best_of_n=cfg.best_of_n.n, best_of_n_prompts=cfg.best_of_n.prompts, best_of_n_policies=bon_policies,
+        scoring_batch_size=cfg.scoring.batch_size,
+    )
+    frame = pd.DataFrame(rows)
+    bon_frame = pd.DataFrame(bon_rows)
+    reward_norm = score_samples([frame, bon_frame], cfg.scoring.rubric, rm_paths, dtype=cfg.model.dtype,
+                                device=cfg.model.device, batch_size=cfg.scoring.batch_size)
+    frame["judge_prob"] = math.nan
+    frame["judge_consistent"] = math.nan
+    if cfg.scoring.judge.enabled:
+        judge_against_baseline(frame, baseline, checkpoints, judge_model=cfg.scoring.judge.model,
+                               judge_callable=cfg.scoring.judge.callable, dtype=cfg.model.dtype,
+                               device=cfg.model.device)
+    settings = AnalysisSettings(tie_tolerance=cfg.stats.tie_tolerance, n_boot=cfg.stats.n_bootstrap,
+                                lc_boot=cfg.stats.lc_bootstrap, confidence=cfg.stats.confidence, seed=cfg.run.seed,
+                                length_unit=cfg.stats.length_unit)
+    print("eval: computing statistics")
+    results = analyse(frame, checkpoints, baseline, cfg.scorer_names(), cfg.primary_scorer(), suite, settings,
+                      with_kl=cfg.kl.enabled)
+    proxy = cfg.best_of_n.proxy or (cfg.scoring.reward_models[0].name if cfg.scoring.reward_models else None)
+    results["best_of_n"] = (best_of_n_results(bon_frame, proxy, cfg.best_of_n.n, suite)
+                            if cfg.best_of_n.n > 0 and proxy else {})
+    results["models"] = {p.name: {"spec": p.path, "model_path": model_paths[p.name]}
+                         for p in [cfg.baseline, *cfg.checkpoints]}  # type: ignore[union-attr]
+    results["reference"] = reference if cfg.kl.enabled else None
+    results["reward_normalisation"] = reward_norm
+    results["prompt_set"] = {"path": str(prompt_file), "prompts": len(prompts),
+                             "categories": sorted({p["category"] for p in prompts})}
+    results["generation"] = gen.model_dump()
+
+    frame.to_parquet(run.path("samples.parquet"), index=False)
+    outputs = ["results.json", "samples.parquet", "metrics.json"]
+    if not bon_frame.empty:
+        bon_frame.to_parquet(run.path("best_of_n.parquet"), index=False)
+        outputs.append("best_of_n.parquet")
+    metrics = flat_metrics(results)
+    atomic_write_json(run.path("results.json"), results)
+    atomic_write_json(run.path("metrics.json"), metrics)
+    run.finish(outputs, metrics=metrics)
+    _print_summary(results)
+    print(f"eval: done -> {run.dir}")
+    return run.dir
+
+
+def flat_metrics(results: dict[str, Any]) -> dict[str, float]:
+    """Namespaced scalars: ``eval/<policy>/win_rate/<scorer>``, ``eval/<policy>/kl``, ``eval/<policy>/<scorer>``."""
+    out: dict[str, float] = {}
+    for row in results["comparisons"]:
+        if row["baseline"] == results["baseline"]:
+            key = f"eval/{row['policy']}/win_rate/{row['scorer']}"
+            out[key] = row["win_rate"]
+            out[key + "/ci_low"], out[key + "/ci_high"] = row["ci_low"], row["ci_high"]
+            out[f"eval/{row['policy']}/lc_win_rate/{row['scorer']}"] = row["lc_win_rate"]
+    for name, summary in results["summary"].items():
+        if summary.get("kl"):
+            out[f"eval/{name}/kl"] = summary["kl"]["kl"]
+        for key, value in summary.items():
+            if key.startswith("score/"):
+                out[f"eval/{name}/{key.removeprefix('score/')}"] = value["mean"]
+        out[f"eval/{name}/tokens"] = summary["tokens"]["mean"]
+    return out
+
+
+def _print_summary(results: dict[str, Any]) -> None:
+    primary = results["primary"]
+    for row in results["comparisons"]:
+        if row["scorer"] == primary:
+            print(f"eval: {row['policy']} vs {row['baseline']} ({primary}): win rate {row['win_rate']:.1%} "
+                  f"[{row['ci_low']:.1%}, {row['ci_high']:.1%}], LC {row['lc_win_rate']:.1%}")

@@ -1,0 +1,344 @@
+"""``rlhf train rm``: a Bradley-Terry reward model trained with TRL's RewardTrainer on Ray Train workers.
+
+Data: a pairs snapshot (``data.path``: a folder holding ``pairs.jsonl``, see :mod:`rlhf.data.pairs`), an
+HH-RLHF file (``data.format: hh``), or, with no path, demo-world pairs from simulated honest annotators
+(written once as a content-named snapshot under ``<root>/pairs/`` so it is hashed like any input). Pairs are
+split by prompt (a pair's own ``split`` wins) into train and held-out sets.
+
+Loss (TRL ``RewardTrainer``): ``-log sigmoid(r_c - r_r - m)`` per pair, where the margin ``m`` is 0
+(``loss.margin: none``), ``scale * (2 * agreement - 1)`` (``agreement``: unanimous pairs ask for a wider
+gap) or ``scale * margin`` (``strength``: the snapshot's preference strength); plus optionally
+``center_rewards_coefficient * mean((r_c + r_r)^2)`` to keep rewards near zero (Eisenstein et al. 2023).
+The model is a sequence classifier with one output on top of ``model.name_or_path`` (usually the SFT
+policy); LoRA and DeepSpeed ZeRO come from the config. Training runs on ``ray.num_workers`` Ray Train
+workers (:mod:`rlhf.trainers.ray_train`) and resumes from the newest complete checkpoint after a crash.
+
+Outputs (in ``runs/rm/<name>-<fingerprint>/``): ``model/`` (weights, tokenizer and ``reward_stats.json``:
+mean and std of rewards on training responses, which PPO uses to normalise rewards), ``eval.json`` (held-out
+accuracy overall and by agreement bucket, ECE and calibration bins, reward-length correlation, length-only
+baseline, and on demo-world data the best-of-n curve of proxy reward against the gold rubric),
+``metrics.json``, ``metrics.jsonl`` + ``tensorboard/`` (``train/*``), ``manifest.json``.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, model_validator
+
+from rlhf.core.artifacts import StageRun, atomic_write_json, hash_path
+from rlhf.core.config import RunConfig, StrictModel
+from rlhf.core.errors import UserError
+from rlhf.core.runs import open_stage
+from rlhf.data.pairs import PreferencePair, demo_pairs, pairs_from_hh, read_pairs, split_pairs, write_pairs
+from rlhf.models.config import ModelConfig
+from rlhf.models.reward import REWARD_STATS_FILE, chat_ids, reward_scores
+from rlhf.trainers.hf import DeepSpeedSettings, deepspeed_dict, last_complete_checkpoint
+from rlhf.trainers.ray_train import RaySettings, per_device_batch_size, run_on_ray, trainer_arguments, trl_worker
+
+__all__ = ["RMConfig", "prepare_pairs", "run_reward_model"]
+
+
+class PairsDataConfig(StrictModel):
+    """Where the preference pairs come from and how they are split."""
+
+    path: str | None = Field(None, description="pairs snapshot folder (or its pairs.jsonl), or an HH-RLHF "
+                             ".jsonl(.gz) with format=hh; omit for demo-world pairs")
+    format: Literal["pairs", "hh"] = Field("pairs", description="'pairs' snapshot or 'hh' (Anthropic HH-RLHF)")
+    eval_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of prompts held out (pairs without split)")
+    max_train_pairs: int | None = Field(None, ge=1, description="keep at most this many training pairs (seeded)")
+    demo_prompts: int = Field(1000, ge=1, description="demo world: prompts to rank")
+    demo_candidates: int = Field(4, ge=2, description="demo world: candidate replies per prompt")
+    demo_annotators: int = Field(3, ge=1, description="demo world: simulated honest annotators per prompt")
+    demo_noise: float = Field(0.0, ge=0.0, description="demo world: std of each annotator's scoring noise")
+
+    @model_validator(mode="after")
+    def _check(self) -> PairsDataConfig:
+        demo_keys = {k for k in self.model_fields_set if k.startswith("demo_")}
+        if self.path is not None and demo_keys:
+            raise ValueError(f"data.{min(demo_keys)} only applies without data.path; remove one of them")
+        if self.format == "hh" and self.path is None:
+            raise ValueError("data.format=hh needs data.path (an HH-RLHF .jsonl or .jsonl.gz file)")
+        return self
+
+
+class RMLossConfig(StrictModel):
+    """Bradley-Terry loss options."""
+
+    margin: Literal["none", "agreement", "strength"] = Field("none", description="margin in the loss: none, "
+                                                             "scale*(2*agreement-1), or scale*snapshot margin")
+    margin_scale: float = Field(1.0, ge=0.0, description="multiplier of the margin")
+    center_rewards_coefficient: float | None = Field(None, ge=0.0, description="weight of mean((r_c+r_r)^2) "
+                                                     "keeping rewards centred (e.g. 0.01); omit for none")
+
+
+class PreferenceTrainConfig(StrictModel):
+    """Optimisation settings (the batch is global: split over Ray workers and accumulation steps)."""
+
+    lr: float = Field(1e-4, gt=0, description="peak learning rate")
+    epochs: float = Field(1.0, gt=0, description="passes over the training pairs (ignored when max_steps > 0)")
+    max_steps: int = Field(-1, description="stop after this many optimiser steps (-1: use epochs)")
+    batch_size: int = Field(32, ge=1, description="global batch of pairs per optimiser step")
+    grad_accum: int = Field(1, ge=1, description="gradient accumulation steps")
+    max_length: int = Field(256, ge=16, description="longest tokenised prompt+reply; longer pairs are dropped")
+    warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0, description="linear warm-up share of the steps")
+    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay")
+    lr_scheduler: Literal["cosine", "linear", "constant"] = Field("cosine", description="learning-rate schedule")
+    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
+    logging_steps: int = Field(10, ge=1, description="log every N steps")
+    save_steps: int = Field(50, ge=1, description="checkpoint every N steps (resume point after a crash)")
+    eval_steps: int = Field(0, ge=0, description="log the loss on held-out pairs every N steps (0: not during "
+                            "training)")
+
+
+class RMEvalConfig(StrictModel):
+    """Evaluation written to eval.json after training."""
+
+    agreement_edges: list[float] = Field([0.5, 0.7, 0.9, 1.0], description="agreement bucket edges (lo, hi]")
+    calibration_bins: int = Field(10, ge=1, description="probability bins of the ECE")
+    stats_max_responses: int = Field(2000, ge=10, description="training responses scored for reward_stats.json")
+    best_of_n: list[int] = Field([1, 2, 4, 8, 16], description="n values of the best-of-n curve (divide the largest)")
+    best_of_n_prompts: int | None = Field(None, ge=0, description="held-out demo-world prompts of the best-of-n "
+                                          "curve, each with demo-world candidates (default 64; 0 with format=hh)")
+    batch_size: int = Field(64, ge=1, description="scoring batch size")
+
+    @model_validator(mode="after")
+    def _check(self) -> RMEvalConfig:
+        if self.best_of_n and any(max(self.best_of_n) % n for n in self.best_of_n):
+            raise ValueError(f"eval.best_of_n values must divide the largest one, got {self.best_of_n}")
+        return self
+
+
+class RMConfig(StrictModel):
+    """Reward-model training on preference pairs."""
+
+    stage: Literal["rm"] = "rm"
+    run: RunConfig = Field(default_factory=RunConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: PairsDataConfig = Field(default_factory=PairsDataConfig)
+    loss: RMLossConfig = Field(default_factory=RMLossConfig)
+    train: PreferenceTrainConfig = Field(default_factory=PreferenceTrainConfig)
+    deepspeed: DeepSpeedSettings = Field(default_factory=DeepSpeedSettings)
+    ray: RaySettings = Field(default_factory=RaySettings)
+    eval: RMEvalConfig = Field(default_factory=RMEvalConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> RMConfig:
+        if self.model.lora.enabled and self.deepspeed.zero_stage == 3:
+            raise ValueError("model.lora.enabled with deepspeed.zero_stage=3 is not supported; use zero_stage 0-2")
+        if self.data.format == "hh" and self.loss.margin == "strength":
+            raise ValueError("loss.margin=strength needs pair strengths, which data.format=hh lacks; use none")
+        if self.data.format == "hh" and self.eval.best_of_n_prompts:
+            raise ValueError("eval.best_of_n_prompts needs the demo world; set it to 0 with data.format=hh")
+        per_device_batch_size(self.train.batch_size, self.ray.num_workers, self.train.grad_accum)
+        return self
+
+
+def prepare_pairs(path: str | None, fmt: str, root: str, seed: int, *, demo_prompts: int, demo_candidates: int,
+                  demo_annotators: int, demo_noise: float) -> tuple[Path, list[PreferencePair], dict[str, Any]]:
+    """(input path for lineage, pairs, source summary) for a snapshot, an HH file or demo-world pairs."""
+    if path is None:
+        pairs = demo_pairs(demo_prompts, demo_candidates, seed=seed, annotators=demo_annotators, noise=demo_noise)
+        tmp = Path(root) / "pairs" / f".demo-{os.getpid()}"
+        write_pairs(tmp, pairs)
+        folder = Path(root) / "pairs" / f"demo-{hash_path(tmp / 'pairs.jsonl')[:16]}"
+        if (folder / "pairs.jsonl").is_file():
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+            tmp.rename(folder)
+        return folder, pairs, {"source": "demo", "pairs": len(pairs)}
+    source = Path(path)
+    if not source.exists():
+        raise UserError(f"data.path {source} does not exist; point it at a pairs snapshot or an HH-RLHF file")
+    if fmt == "hh":
+        pairs, summary = pairs_from_hh(source)
+        return source, pairs, {"source": "hh-rlhf", **summary}
+    pairs = read_pairs(source)
+    return source, pairs, {"source": "pairs", "pairs": len(pairs)}
+
+
+def _margin(pair: PreferencePair, mode: str, scale: float) -> float:
+    if mode == "agreement":
+        return scale * (2.0 * pair.agreement - 1.0)
+    if mode == "strength":
+        return scale * pair.margin
+    return 0.0
+
+
+def _save_dataset(pairs: list[PreferencePair], tokenizer, max_length: int, folder: Path, margin_mode: str,
+                  scale: float) -> tuple[list[PreferencePair], int]:
+    """Tokenise pairs (exactly as :func:`reward_scores` does) into a dataset on disk; (kept pairs, dropped)."""
+    from datasets import Dataset
+
+    rows, kept = [], []
+    for pair in pairs:
+        chosen = chat_ids(tokenizer, pair.conversation(), pair.chosen)
+        rejected = chat_ids(tokenizer, pair.conversation(), pair.rejected)
+        if max(len(chosen), len(rejected)) > max_length:
+            continue
+        row: dict[str, Any] = {"chosen_ids": chosen, "rejected_ids": rejected}
+        if margin_mode != "none":
+            row["margin"] = _margin(pair, margin_mode, scale)
+        rows.append(row)
+        kept.append(pair)
+    if not rows:
+        raise UserError(f"every pair is longer than train.max_length={max_length} tokens; raise train.max_length")
+    shutil.rmtree(folder, ignore_errors=True)
+    Dataset.from_list(rows).save_to_disk(str(folder))
+    return kept, len(pairs) - len(kept)
+
+
+def run_reward_model(cfg: RMConfig) -> Path:
+    """Run (or skip, when already complete) the reward-model stage; returns the stage folder."""
+    from rlhf.models.loader import resolve_model_path
+
+    source, pairs, summary = prepare_pairs(
+        cfg.data.path, cfg.data.format, cfg.run.root, cfg.run.seed, demo_prompts=cfg.data.demo_prompts,
+        demo_candidates=cfg.data.demo_candidates, demo_annotators=cfg.data.demo_annotators,
+        demo_noise=cfg.data.demo_noise)
+    base = resolve_model_path(cfg.model.name_or_path, cfg.model.tiny)
+    run = open_stage(cfg, inputs={"pairs": source, "base_model": base})
+    if run.complete:
+        print(f"rm: up to date, skipping ({run.dir})")
+        return run.dir
+    with run.lock():
+        return _train(cfg, run, pairs, summary, base)
+
+
+def _train(cfg: RMConfig, run: StageRun, pairs: list[PreferencePair], summary: dict[str, Any], base: str) -> Path:
+    from rlhf.models.loader import load_tokenizer
+
+    train_pairs, eval_pairs = split_pairs(pairs, cfg.data.eval_fraction, cfg.run.seed)
+    if cfg.data.max_train_pairs is not None and len(train_pairs) > cfg.data.max_train_pairs:
+        train_pairs = random.Random(cfg.run.seed).sample(train_pairs, cfg.data.max_train_pairs)
+    if not train_pairs or not eval_pairs:
+        raise UserError(f"split gave {len(train_pairs)} training and {len(eval_pairs)} held-out pairs; "
+                        "both must be non-empty (adjust data.eval_fraction or the snapshot's split fields)")
+    data_dir = run.path("data")
+    tokenizer = load_tokenizer(base)
+    train_pairs, dropped = _save_dataset(train_pairs, tokenizer, cfg.train.max_length, data_dir / "train",
+                                         cfg.loss.margin, cfg.loss.margin_scale)
+    if cfg.train.eval_steps:
+        _save_dataset(eval_pairs, tokenizer, cfg.train.max_length, data_dir / "eval", cfg.loss.margin,
+                      cfg.loss.margin_scale)
+    ckpt_dir = run.path("checkpoints")
+    resume = last_complete_checkpoint(ckpt_dir)
+    if resume is not None:
+        print(f"rm: resuming from {resume}")
+    staging = run.path(".model.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    args = trainer_arguments(
+        output_dir=ckpt_dir, lr=cfg.train.lr, epochs=cfg.train.epochs, max_steps=cfg.train.max_steps,
+        per_device_batch=per_device_batch_size(cfg.train.batch_size, cfg.ray.num_workers, cfg.train.grad_accum),
+        grad_accum=cfg.train.grad_accum, warmup_ratio=cfg.train.warmup_ratio, weight_decay=cfg.train.weight_decay,
+        lr_scheduler=cfg.train.lr_scheduler, max_grad_norm=cfg.train.max_grad_norm,
+        logging_steps=cfg.train.logging_steps, save_steps=cfg.train.save_steps, eval_steps=cfg.train.eval_steps,
+        seed=cfg.run.seed, use_gpu=cfg.ray.use_gpu, bf16=cfg.model.dtype == "bfloat16",
+        deepspeed=deepspeed_dict(cfg.deepspeed))
+    # Pairs are tokenised and length-filtered above, so the trainer neither re-tokenises nor filters.
+    args.update(max_length=None, center_rewards_coefficient=cfg.loss.center_rewards_coefficient)
+    payload = {
+        "base": base, "dtype": cfg.model.dtype, "seed": cfg.run.seed, "args": args,
+        "lora": cfg.model.lora.model_dump() if cfg.model.lora.enabled else None,
+        "train_data": str(data_dir / "train"), "eval_data": str(data_dir / "eval") if cfg.train.eval_steps else None,
+        "resume": str(resume) if resume else None, "model_dir": str(staging),
+        "metrics": str(run.path("metrics.jsonl")), "tensorboard": str(run.path("tensorboard")),
+    }
+    final = run_on_ray(trl_worker, {**payload, "trainer": "reward"}, cfg.ray, storage=run.path("ray"), name="rm")
+    target = run.path("model")
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+
+    report = _evaluate(cfg, target, train_pairs, eval_pairs)
+    atomic_write_json(target / REWARD_STATS_FILE, report.pop("reward_stats"))
+    atomic_write_json(run.path("eval.json"), report)
+    metrics = {"train/global_step": final.get("global_step"), "train/final_loss": final.get("final_loss"),
+               "train/resumed_from_step": final.get("resumed_from_step"),
+               "data/train_pairs": len(train_pairs), "data/eval_pairs": len(eval_pairs),
+               "data/train_pairs_too_long": dropped,
+               **{f"eval/{k}": v for k, v in report["summary"].items()}}
+    atomic_write_json(run.path("metrics.json"), {**metrics, "data/source": summary})
+    shutil.rmtree(ckpt_dir, ignore_errors=True)
+    shutil.rmtree(data_dir, ignore_errors=True)
+    shutil.rmtree(run.path("ray"), ignore_errors=True)
+    run.finish(["model", "eval.json", "metrics.json", "metrics.jsonl"], metrics=metrics)
+    _print_summary(report["summary"])
+    print(f"rm: done -> {target}")
+    return run.dir
+
+
+def _evaluate(cfg: RMConfig, model_dir: Path, train_pairs: list[PreferencePair], eval_pairs: list[PreferencePair]
+              ) -> dict[str, Any]:
+    """Held-out accuracy (overall, by agreement), calibration, length bias, reward stats, best-of-n."""
+    import numpy as np
+
+    from rlhf.eval import rm_metrics as rm_eval
+    from rlhf.models.loader import load_model, load_tokenizer
+
+    model = load_model(str(model_dir), "reward", dtype=cfg.model.dtype, device=cfg.model.device)
+    tokenizer = load_tokenizer(str(model_dir))
+
+    def score(pairs: list[PreferencePair], attr: str) -> np.ndarray:
+        return np.array(reward_scores(model, tokenizer, [p.conversation() for p in pairs],
+                                      [getattr(p, attr) for p in pairs], cfg.eval.batch_size, cfg.train.max_length))
+
+    rc, rr = score(eval_pairs, "chosen"), score(eval_pairs, "rejected")
+    agreement = np.array([p.agreement for p in eval_pairs])
+    probs = rm_eval.sigmoid(rc - rr)
+
+    def words(pairs: list[PreferencePair], attr: str) -> list[int]:
+        return [len(getattr(p, attr).split()) for p in pairs]
+
+    direction, length_acc = rm_eval.length_baseline(words(train_pairs, "chosen"), words(train_pairs, "rejected"),
+                                                    words(eval_pairs, "chosen"), words(eval_pairs, "rejected"))
+    stats_pairs = random.Random(cfg.run.seed).sample(train_pairs, min(len(train_pairs),
+                                                                      cfg.eval.stats_max_responses // 2))
+    train_rewards = np.concatenate([score(stats_pairs, "chosen"), score(stats_pairs, "rejected")])
+    summary = {
+        "accuracy": rm_eval.pairwise_accuracy(rc, rr),
+        "length_baseline_accuracy": length_acc,
+        "ece": rm_eval.expected_calibration_error(probs, agreement, cfg.eval.calibration_bins),
+        "reward_length_corr": rm_eval.pearson(np.concatenate([rc, rr]),
+                                              words(eval_pairs, "chosen") + words(eval_pairs, "rejected")),
+        "mean_margin": float(np.mean(rc - rr)),
+    }
+    report: dict[str, Any] = {
+        "summary": summary,
+        "pairs": len(eval_pairs),
+        "length_baseline_direction": direction,
+        "accuracy_by_agreement": rm_eval.accuracy_by_agreement(rc, rr, agreement, cfg.eval.agreement_edges),
+        "calibration": rm_eval.calibration_bins(probs, agreement, cfg.eval.calibration_bins),
+        "reward_stats": {**rm_eval.reward_stats(train_rewards), "source": "training responses (chosen and rejected)"},
+    }
+    prompts = cfg.eval.best_of_n_prompts
+    if prompts is None:
+        prompts = 0 if cfg.data.format == "hh" else 64
+    if prompts and cfg.eval.best_of_n:
+        curve = _best_of_n(model, tokenizer, prompts, max(cfg.eval.best_of_n), cfg.run.seed, cfg.eval.batch_size)
+        report["best_of_n"] = rm_eval.best_of_n_curve(*curve, cfg.eval.best_of_n)
+        summary["best_of_n_gold_gain"] = report["best_of_n"][-1]["gold"] - report["best_of_n"][0]["gold"]
+    return report
+
+
+def _best_of_n(model, tokenizer, prompts: int, n: int, seed: int, batch_size: int):
+    """[prompts, n] proxy rewards and gold scores of demo-world candidates to held-out prompts."""
+    import numpy as np
+
+    from rlhf.world.demo import ResponseQuality, generate_prompts, generate_response, gold_rubric
+
+    rng = random.Random(f"best-of-n:{seed}")
+    held_out = generate_prompts(prompts, seed=seed + 10_000)
+    texts = [[generate_response(p, ResponseQuality.draw(rng, 0.5), rng) for _ in range(n)] for p in held_out]
+    gold = np.array([[gold_rubric(p.text, t) for t in row] for p, row in zip(held_out, texts)])
+    flat = reward_scores(model, tokenizer, [[{"role": "user", "content": p.text}] for p in held_out for _ in range(n)],
+                         [t for row in texts for t in row], batch_size)
+    return np.array(flat).reshape(prompts, n), gold
+
+
+def _print_summary(summary: dict[str, float]) -> None:
+    print("rm: " + ", ".join(f"{k}={v:.3f}" for k, v in summary.items()))

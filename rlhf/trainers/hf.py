@@ -1,0 +1,78 @@
+"""Training plumbing shared by every trainer stage: DeepSpeed settings, checkpoints, saving.
+
+One helper serves every stage so that resume, DeepSpeed and saving behave the same in SFT, RM, DPO and PPO.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from rlhf.core.config import StrictModel
+
+__all__ = ["DeepSpeedSettings", "deepspeed_dict", "last_complete_checkpoint", "save_model"]
+
+
+class DeepSpeedSettings(StrictModel):
+    """DeepSpeed ZeRO through the HF Trainer integration (off by default)."""
+
+    zero_stage: Literal[0, 1, 2, 3] | None = Field(None, description="ZeRO stage; omit to train without DeepSpeed")
+    offload_optimizer: bool = Field(False, description="offload optimizer states to CPU (ZeRO 2/3)")
+
+    @model_validator(mode="after")
+    def _offload_needs_zero(self) -> DeepSpeedSettings:
+        if self.offload_optimizer and self.zero_stage not in (2, 3):
+            raise ValueError("deepspeed.offload_optimizer needs deepspeed.zero_stage 2 or 3")
+        return self
+
+
+def deepspeed_dict(settings: DeepSpeedSettings) -> dict | None:
+    """The DeepSpeed config the HF Trainer integration takes ('auto' values are filled by the Trainer).
+
+    Outside a launcher, the single-process environment is set so DeepSpeed picks gloo on CPU.
+    """
+    if settings.zero_stage is None:
+        return None
+    from rlhf.utils.distributed import ensure_single_process_env
+
+    ensure_single_process_env()
+    zero: dict = {"stage": settings.zero_stage}
+    if settings.offload_optimizer:
+        zero["offload_optimizer"] = {"device": "cpu"}
+    return {
+        "train_micro_batch_size_per_gpu": "auto",
+        "gradient_accumulation_steps": "auto",
+        "gradient_clipping": "auto",
+        "zero_optimization": zero,
+        "zero_allow_untested_optimizer": True,
+        "bf16": {"enabled": "auto"},
+    }
+
+
+def last_complete_checkpoint(folder: Path) -> Path | None:
+    """The newest ``checkpoint-N`` whose trainer state and weights were written; half-written ones are removed."""
+    if not folder.is_dir():
+        return None
+    found = sorted((p for p in folder.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                   key=lambda p: int(p.name.split("-")[-1]))
+    for candidate in reversed(found):
+        if (candidate / "trainer_state.json").is_file() and any(candidate.glob("*.safetensors")):
+            return candidate
+        shutil.rmtree(candidate, ignore_errors=True)
+    return None
+
+
+def save_model(model, tokenizer, target: Path) -> Path:
+    """Save weights (safetensors) and tokenizer into ``target`` through a staging folder and a rename."""
+    target = Path(target)
+    staging = target.with_name(f".{target.name}.partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    model.save_pretrained(staging, safe_serialization=True)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(staging)
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
+    return target

@@ -1,0 +1,258 @@
+"""Run a TRL (Hugging Face ``Trainer``) training function as Ray Train workers.
+
+The reward-model and DPO stages share this launcher, so one command goes from one CPU worker to N GPU
+workers by changing ``ray.num_workers`` / ``ray.use_gpu``:
+
+* the driver connects to the cluster named by ``ray.address`` or ``$RAY_ADDRESS``, or starts a small local
+  one (``num_cpus`` = what the workers need, at least 2; no dashboard; a capped object store);
+* ``ray.train.torch.TorchTrainer`` starts ``num_workers`` actors with ``ScalingConfig(num_workers, use_gpu)``
+  and sets up the torch process group on them (gloo on CPU, NCCL on GPU) before calling the training
+  function with a plain ``payload`` dict; the HF Trainer (and DeepSpeed, which reuses that process group)
+  then shards batches with a distributed sampler;
+* inside a worker, :func:`train_in_worker` wraps the trainer with
+  ``ray.train.huggingface.transformers.prepare_trainer``, trains (resuming from the checkpoint the driver
+  found), saves the final weights and reports the final metrics with ``ray.train.report`` from every
+  worker (the call is a barrier).
+
+Checkpoints are the HF Trainer's own ``checkpoint-N`` folders in the stage folder, written by rank 0; the
+driver resumes from the newest complete one. They are not copied into Ray's storage (Ray's
+``RayTrainReportCallback`` would duplicate every checkpoint); on a multi-node cluster ``run.root`` must
+therefore be on storage every node mounts. ``global_batch_size`` is the optimiser batch over all workers:
+each worker gets ``global / (workers * grad_accum)`` so 1 and N workers optimise the same objective.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from rlhf.core.config import StrictModel
+from rlhf.core.errors import UserError
+
+__all__ = [
+    "WORKER_ENV_VARS",
+    "RaySettings",
+    "connect_ray",
+    "per_device_batch_size",
+    "run_on_ray",
+    "train_in_worker",
+    "trainer_arguments",
+    "trl_worker",
+    "worker_rank",
+]
+
+WORKER_ENV_VARS = ("RLHF_CACHE", "HF_HUB_OFFLINE", "HF_HOME", "TORCH_EXTENSIONS_DIR", "TOKENIZERS_PARALLELISM",
+                   "TQDM_DISABLE")
+MIB = 1024 * 1024
+
+
+class RaySettings(StrictModel):
+    """Where and on how many Ray Train workers the trainer runs."""
+
+    address: str | None = Field(None, description="Ray cluster to join (e.g. ray://head:10001 or auto); "
+                                "omit to use $RAY_ADDRESS or start a local one")
+    num_workers: int = Field(1, ge=1, description="Ray Train workers (data-parallel ranks)")
+    use_gpu: bool = Field(False, description="one GPU per worker (NCCL); false trains on CPU with gloo")
+    cpus_per_worker: int = Field(1, ge=1, description="CPU cores reserved per worker (sets its torch threads)")
+    object_store_mb: int = Field(300, ge=80, description="object store size of a locally started Ray (MiB)")
+
+
+def per_device_batch_size(global_batch: int, num_workers: int, grad_accum: int) -> int:
+    """Per-worker micro-batch that keeps the optimiser batch at ``global_batch`` whatever the worker count."""
+    shards = num_workers * grad_accum
+    if global_batch % shards:
+        raise ValueError(f"train.batch_size ({global_batch}) must be divisible by ray.num_workers x train.grad_accum "
+                         f"({num_workers} x {grad_accum}); change one of them")
+    return global_batch // shards
+
+
+def connect_ray(address: str | None, num_cpus: int, object_store_mb: int) -> bool:
+    """Join ``address`` (or ``$RAY_ADDRESS``) or start a local Ray; True when this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    env = {key: os.environ[key] for key in WORKER_ENV_VARS if key in os.environ}
+    target = address or os.environ.get("RAY_ADDRESS")
+    if target:
+        ray.init(address=target, runtime_env={"env_vars": env}, log_to_driver=True)
+        return False
+    # address="local": a new instance even when another local Ray runs (ray.init() alone would join it).
+    # Without the dashboard Ray's state API is down, and Ray Train's placement-group cleaner would warn about
+    # it every second: a local Ray logs errors only.
+    ray.init(address="local", num_cpus=max(2, num_cpus), include_dashboard=False,
+             object_store_memory=object_store_mb * MIB,
+             runtime_env={"env_vars": env}, log_to_driver=True, logging_config=ray.LoggingConfig(log_level="ERROR"))
+    return True
+
+
+def run_on_ray(train_fn: Callable[[dict[str, Any]], None], payload: dict[str, Any], settings: RaySettings,
+               storage: Path, name: str) -> dict[str, Any]:
+    """Run ``train_fn(payload)`` on ``settings.num_workers`` Ray Train workers; returns rank 0's final metrics.
+
+    ``payload`` gains ``result_file``, where :func:`train_in_worker` on rank 0 writes the final metrics (Ray
+    Train keeps only metrics reported with a checkpoint in its result).
+    """
+    import ray
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    from rlhf.core.paths import share_torch_extensions
+
+    # DeepSpeed's compiled ops are cached here and reused by every worker and later run.
+    share_torch_extensions()
+    started = connect_ray(settings.address, settings.num_workers * settings.cpus_per_worker,
+                          settings.object_store_mb)
+    env = {key: os.environ[key] for key in WORKER_ENV_VARS if key in os.environ}
+    env["OMP_NUM_THREADS"] = str(settings.cpus_per_worker)
+    # Ray Train's print patch also logs text that libraries print into a captured stdout (datasets hashing a
+    # function through dill prints its disassembly there); plain stdout reaches the driver all the same.
+    env["RAY_TRAIN_ENABLE_PRINT_PATCH"] = "0"
+    result_file = Path(storage).resolve() / f"{name}-result.json"
+    result_file.unlink(missing_ok=True)
+    trainer = TorchTrainer(
+        train_fn,
+        train_loop_config={**payload, "result_file": str(result_file)},
+        scaling_config=ScalingConfig(num_workers=settings.num_workers, use_gpu=settings.use_gpu,
+                                     resources_per_worker={"CPU": settings.cpus_per_worker}),
+        run_config=RunConfig(name=name, storage_path=str(Path(storage).resolve()),
+                             worker_runtime_env={"env_vars": env}),
+    )
+    try:
+        trainer.fit()
+    except Exception as err:  # Ray wraps the worker's exception; report its last line
+        message = str(err).strip().splitlines()[-1] if str(err).strip() else type(err).__name__
+        raise UserError(f"training on Ray failed: {message}") from err
+    finally:
+        if started:
+            ray.shutdown()
+    if not result_file.is_file():
+        raise UserError(f"training on Ray ended without writing {result_file}; see the worker log above")
+    return json.loads(result_file.read_text(encoding="utf-8"))
+
+
+def worker_rank() -> tuple[int, int]:
+    """(world rank, world size) of this Ray Train worker."""
+    import ray.train
+
+    context = ray.train.get_context()
+    return context.get_world_rank(), context.get_world_size()
+
+
+def trainer_arguments(*, output_dir: Path, lr: float, epochs: float, max_steps: int, per_device_batch: int,
+                      grad_accum: int, warmup_ratio: float, weight_decay: float, lr_scheduler: str,
+                      max_grad_norm: float, logging_steps: int, save_steps: int, eval_steps: int, seed: int,
+                      use_gpu: bool, bf16: bool, deepspeed: dict | None) -> dict[str, Any]:
+    """TrainingArguments shared by the RM and DPO stages (TensorBoard + progress bar on, torch AdamW)."""
+    return {
+        "output_dir": str(output_dir),
+        "learning_rate": lr,
+        "num_train_epochs": epochs,
+        "max_steps": max_steps,
+        "per_device_train_batch_size": per_device_batch,
+        "per_device_eval_batch_size": per_device_batch,
+        "gradient_accumulation_steps": grad_accum,
+        "warmup_steps": warmup_ratio,
+        "weight_decay": weight_decay,
+        "lr_scheduler_type": lr_scheduler,
+        "max_grad_norm": max_grad_norm,
+        "logging_steps": logging_steps,
+        "save_strategy": "steps",
+        "save_steps": save_steps,
+        "save_total_limit": 2,
+        "eval_strategy": "steps" if eval_steps > 0 else "no",
+        "eval_steps": eval_steps if eval_steps > 0 else None,
+        "seed": seed,
+        "data_seed": seed,
+        "optim": "adamw_torch",
+        "bf16": bf16 and use_gpu,
+        "use_cpu": not use_gpu,
+        "gradient_checkpointing": False,
+        "report_to": ["tensorboard"],
+        "disable_tqdm": False,
+        "dataset_num_proc": None,
+        "ddp_find_unused_parameters": False,
+        "deepspeed": deepspeed,
+    }
+
+
+def train_in_worker(trainer, resume: str | None, model_dir: Path, tokenizer, merge_lora: bool,
+                    result_file: str) -> None:
+    """Train ``trainer`` (resuming from ``resume``), save final weights to ``model_dir``, report to Ray and
+    (rank 0) write the final metrics to ``result_file``."""
+    import ray.train
+    from ray.train.huggingface.transformers import prepare_trainer
+
+    trainer = prepare_trainer(trainer)
+    if resume and trainer.is_world_process_zero():
+        print(f"resuming from {resume}")
+    trainer.train(resume_from_checkpoint=resume)
+    rank, _ = worker_rank()
+    if merge_lora:
+        if rank == 0:
+            merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
+            merged.save_pretrained(model_dir, safe_serialization=True)
+    else:
+        trainer.save_model(str(model_dir))  # every rank: DeepSpeed gathers shards, rank 0 writes
+    if rank == 0:
+        tokenizer.save_pretrained(model_dir)
+    losses = [row["loss"] for row in trainer.state.log_history if "loss" in row]
+    final = {"global_step": trainer.state.global_step, "final_loss": float(losses[-1]) if losses else None,
+             "resumed_from_step": _step_of(resume)}
+    if rank == 0:
+        from rlhf.core.artifacts import atomic_write_json
+
+        atomic_write_json(result_file, final)
+    ray.train.report(final)
+
+
+def _step_of(checkpoint: str | None) -> int:
+    return int(checkpoint.rsplit("-", 1)[-1]) if checkpoint else 0
+
+
+# Which TRL trainer a worker builds, by the ``trainer`` key of its payload: (model role, LoRA task type).
+TRAINER_KINDS = {"reward": ("reward", "SEQ_CLS"), "dpo": ("policy", "CAUSAL_LM")}
+
+
+def trl_worker(payload: dict[str, Any]) -> None:
+    """Ray Train worker: build the TRL trainer named by ``payload["trainer"]`` and train it.
+
+    One worker function serves the reward-model and DPO stages; they differ only in the trainer and
+    config classes, the model role and the LoRA task type.
+    """
+    from datasets import load_from_disk
+
+    from rlhf.models.config import LoraSettings
+    from rlhf.models.loader import _lora_config, load_model, load_tokenizer
+    from rlhf.utils.seed import seed_everything
+    from rlhf.utils.trainer_logging import JsonlMetricsCallback
+
+    kind = payload["trainer"]
+    role, task_type = TRAINER_KINDS[kind]
+    if kind == "reward":
+        from trl import RewardConfig as TrainerConfig
+        from trl import RewardTrainer as Trainer
+    else:
+        from trl import DPOConfig as TrainerConfig
+        from trl import DPOTrainer as Trainer
+
+    os.environ["TENSORBOARD_LOGGING_DIR"] = payload["tensorboard"]
+    seed_everything(payload["seed"])
+    tokenizer = load_tokenizer(payload["base"])
+    model = load_model(payload["base"], role, dtype=payload["dtype"], device="cpu")
+    lora = LoraSettings(**payload["lora"]) if payload["lora"] else None
+    trainer = Trainer(
+        model=model, args=TrainerConfig(**payload["args"]), processing_class=tokenizer,
+        train_dataset=load_from_disk(payload["train_data"]),
+        eval_dataset=load_from_disk(payload["eval_data"]) if payload["eval_data"] else None,
+        peft_config=_lora_config(lora, task_type) if lora else None,
+        callbacks=[JsonlMetricsCallback(payload["metrics"], prefix="train/")],
+    )
+    train_in_worker(trainer, payload["resume"], Path(payload["model_dir"]), tokenizer, merge_lora=lora is not None,
+                    result_file=payload["result_file"])
+
