@@ -20,7 +20,7 @@ def two_nodes():
     import ray
     from ray.cluster_utils import Cluster
 
-    from rlhf.roles.launcher import worker_env
+    from rlhf.core.cluster import worker_env
 
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 2, "object_store_memory": 100 * MIB,
                                                             "include_dashboard": False})

@@ -28,7 +28,7 @@ SMALL = ["rollout.prompts_per_step=4", "rollout.max_new_tokens=8", "learner.micr
 def local_ray():
     import ray
 
-    from rlhf.roles.launcher import worker_env
+    from rlhf.core.cluster import worker_env
 
     ray.init(num_cpus=6, include_dashboard=False, object_store_memory=300 * MIB,
              runtime_env={"env_vars": worker_env()}, logging_config=ray.LoggingConfig(log_level="ERROR"))

@@ -9,46 +9,25 @@ different node); ``custom`` resources pin a role to nodes that advertise them.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from rlhf.core.config import StrictModel
+from rlhf.core.cluster import ClusterSettings, RoleResources
 from rlhf.core.errors import UserError
 
-__all__ = ["ROLES", "ResourcesConfig", "Role", "RoleResources", "Roles", "plan_bundles", "start_actor",
-           "start_placement_group", "worker_env"]
+__all__ = ["ROLES", "ResourcesConfig", "Role", "Roles", "plan_bundles", "start_actor",
+           "start_placement_group"]
 
 Role = Literal["rollout", "policy", "critic", "reference", "reward"]
 ROLES: tuple[Role, ...] = ("rollout", "policy", "critic", "reference", "reward")
 
 
-class RoleResources(StrictModel):
-    """What one actor of a role reserves."""
+class ResourcesConfig(ClusterSettings):
+    """Actors per role, what each reserves, and how they are placed (and, from :class:`ClusterSettings`,
+    which Ray cluster)."""
 
-    num_cpus: float = Field(1.0, ge=0, description="CPU cores (also the actor's torch threads, at least 1)")
-    num_gpus: float = Field(0.0, ge=0, description="GPUs (fractions share a GPU between colocated roles)")
-    custom: dict[str, float] = Field(default_factory=dict,
-                                     description="custom Ray resources, e.g. {learner_node: 0.01} to pin to nodes")
-
-    @model_validator(mode="after")
-    def _something(self) -> RoleResources:
-        if self.num_cpus + self.num_gpus + sum(self.custom.values()) <= 0:
-            raise ValueError("a role must reserve some resource (num_cpus, num_gpus or custom)")
-        return self
-
-    def as_dict(self) -> dict[str, float]:
-        out = {"CPU": self.num_cpus, "GPU": self.num_gpus, **self.custom}
-        return {k: v for k, v in out.items() if v > 0}
-
-
-class ResourcesConfig(StrictModel):
-    """Actors per role, what each reserves, and how they are placed."""
-
-    address: str | None = Field(None, description="Ray cluster to join (omit: $RAY_ADDRESS or a local Ray)")
-    object_store_mb: int = Field(400, ge=80, description="object store of a locally started Ray (MiB)")
     strategy: Literal["PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD"] = Field(
         "PACK", description="placement-group strategy over all bundles")
     rollout_workers: int = Field(1, ge=1, description="rollout worker actors (each holds a full engine)")
@@ -157,9 +136,3 @@ class Roles:
                 ray.kill(actor)
         remove_placement_group(self.group)
 
-
-def worker_env() -> dict[str, str]:
-    """Environment variables every actor inherits from the driver."""
-    from rlhf.trainers.ray_train import WORKER_ENV_VARS
-
-    return {key: os.environ[key] for key in WORKER_ENV_VARS if key in os.environ}

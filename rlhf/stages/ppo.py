@@ -463,8 +463,9 @@ def _start_roles(cfg: PPOConfig, policy_path: str, backend: str):
     """Place and start every role, then set up the learners (the launcher only wires)."""
     import ray
 
+    from rlhf.core.cluster import worker_env
     from rlhf.roles.inference import ReferenceActor, RewardActor, RolloutWorker, reward_model_dir
-    from rlhf.roles.launcher import ROLES, Roles, plan_bundles, start_actor, start_placement_group, worker_env
+    from rlhf.roles.launcher import ROLES, Roles, plan_bundles, start_actor, start_placement_group
     from rlhf.roles.learner import CriticLearner, PolicyLearner
 
     res = cfg.resources
@@ -608,6 +609,7 @@ def _train(cfg: PPOConfig, run: StageRun, policy_path: str) -> Path:
     from tqdm import tqdm
 
     from rlhf.core.artifacts import reset_incomplete
+    from rlhf.core.cluster import connect_ray
     from rlhf.core.paths import share_torch_extensions
     from rlhf.core.runs import MetricsLogger
     from rlhf.models.loader import load_tokenizer
@@ -625,7 +627,6 @@ def _train(cfg: PPOConfig, run: StageRun, policy_path: str) -> Path:
     from rlhf.rollout.containers import Batch, Rollout
     from rlhf.rollout.types import SamplingParams
     from rlhf.trainers.deepspeed_engine import rng_state, set_rng_state
-    from rlhf.trainers.ray_train import connect_ray
     from rlhf.utils.callables import load_callable
     from rlhf.utils.seed import seed_everything
 

@@ -17,16 +17,27 @@ __all__ = ["DeepSpeedSettings", "deepspeed_dict", "last_complete_checkpoint", "s
 
 
 class DeepSpeedSettings(StrictModel):
-    """DeepSpeed ZeRO through the HF Trainer integration (off by default)."""
+    """DeepSpeed ZeRO, the one schema of every trainer stage (SFT, RM and DPO through the HF Trainer
+    integration, where it is off by default; the PPO learners, which always run a DeepSpeed engine and
+    read an unset stage as ZeRO 0)."""
 
-    zero_stage: Literal[0, 1, 2, 3] | None = Field(None, description="ZeRO stage; omit to train without DeepSpeed")
-    offload_optimizer: bool = Field(False, description="offload optimizer states to CPU (ZeRO 2/3)")
+    zero_stage: Literal[0, 1, 2, 3] | None = Field(None, description="ZeRO stage; omit to train without DeepSpeed "
+                                                   "(PPO learners: ZeRO 0)")
+    offload_optimizer: bool = Field(False, description="keep optimizer states in CPU memory (ZeRO 2/3)")
+    offload_params: bool = Field(False, description="keep parameters in CPU memory between uses (ZeRO 3)")
 
     @model_validator(mode="after")
     def _offload_needs_zero(self) -> DeepSpeedSettings:
         if self.offload_optimizer and self.zero_stage not in (2, 3):
             raise ValueError("deepspeed.offload_optimizer needs deepspeed.zero_stage 2 or 3")
+        if self.offload_params and self.zero_stage != 3:
+            raise ValueError("deepspeed.offload_params needs deepspeed.zero_stage=3")
         return self
+
+    @property
+    def stage(self) -> int:
+        """The ZeRO stage, 0 when unset."""
+        return self.zero_stage or 0
 
 
 def deepspeed_dict(settings: DeepSpeedSettings) -> dict | None:
@@ -42,6 +53,8 @@ def deepspeed_dict(settings: DeepSpeedSettings) -> dict | None:
     zero: dict = {"stage": settings.zero_stage}
     if settings.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu"}
+    if settings.offload_params:
+        zero["offload_param"] = {"device": "cpu"}
     return {
         "train_micro_batch_size_per_gpu": "auto",
         "gradient_accumulation_steps": "auto",

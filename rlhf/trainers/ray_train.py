@@ -31,13 +31,12 @@ from typing import Any
 
 from pydantic import Field
 
+from rlhf.core.cluster import connect_ray, worker_env
 from rlhf.core.config import StrictModel
 from rlhf.core.errors import UserError
 
 __all__ = [
-    "WORKER_ENV_VARS",
     "RaySettings",
-    "connect_ray",
     "per_device_batch_size",
     "run_on_ray",
     "train_in_worker",
@@ -45,11 +44,6 @@ __all__ = [
     "trl_worker",
     "worker_rank",
 ]
-
-WORKER_ENV_VARS = ("RLHF_CACHE", "HF_HUB_OFFLINE", "HF_HOME", "TORCH_EXTENSIONS_DIR", "TOKENIZERS_PARALLELISM",
-                   "TQDM_DISABLE")
-MIB = 1024 * 1024
-
 
 class RaySettings(StrictModel):
     """Where and on how many Ray Train workers the trainer runs."""
@@ -71,26 +65,6 @@ def per_device_batch_size(global_batch: int, num_workers: int, grad_accum: int) 
     return global_batch // shards
 
 
-def connect_ray(address: str | None, num_cpus: int, object_store_mb: int) -> bool:
-    """Join ``address`` (or ``$RAY_ADDRESS``) or start a local Ray; True when this call started it."""
-    import ray
-
-    if ray.is_initialized():
-        return False
-    env = {key: os.environ[key] for key in WORKER_ENV_VARS if key in os.environ}
-    target = address or os.environ.get("RAY_ADDRESS")
-    if target:
-        ray.init(address=target, runtime_env={"env_vars": env}, log_to_driver=True)
-        return False
-    # address="local": a new instance even when another local Ray runs (ray.init() alone would join it).
-    # Without the dashboard Ray's state API is down, and Ray Train's placement-group cleaner would warn about
-    # it every second: a local Ray logs errors only.
-    ray.init(address="local", num_cpus=max(2, num_cpus), include_dashboard=False,
-             object_store_memory=object_store_mb * MIB,
-             runtime_env={"env_vars": env}, log_to_driver=True, logging_config=ray.LoggingConfig(log_level="ERROR"))
-    return True
-
-
 def run_on_ray(train_fn: Callable[[dict[str, Any]], None], payload: dict[str, Any], settings: RaySettings,
                storage: Path, name: str) -> dict[str, Any]:
     """Run ``train_fn(payload)`` on ``settings.num_workers`` Ray Train workers; returns rank 0's final metrics.
@@ -108,7 +82,7 @@ def run_on_ray(train_fn: Callable[[dict[str, Any]], None], payload: dict[str, An
     share_torch_extensions()
     started = connect_ray(settings.address, settings.num_workers * settings.cpus_per_worker,
                           settings.object_store_mb)
-    env = {key: os.environ[key] for key in WORKER_ENV_VARS if key in os.environ}
+    env = worker_env()
     env["OMP_NUM_THREADS"] = str(settings.cpus_per_worker)
     # Ray Train's print patch also logs text that libraries print into a captured stdout (datasets hashing a
     # function through dill prints its disassembly there); plain stdout reaches the driver all the same.
