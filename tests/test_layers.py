@@ -23,6 +23,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("rl", "models", "data", "world", "preferences"),
     ("rollout",),
     ("roles", "trainers", "eval", "labeling"),
+    ("configs",),
     ("stages",),
     ("cli",),
 )
