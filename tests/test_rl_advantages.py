@@ -8,13 +8,21 @@ import statistics
 import pytest
 import torch
 
-from rlhf.rl.advantages import gae, group_mean_std, grpo_advantages, reinforce_pp_advantages, rloo_advantages
+from rlhf.rl.advantages import (
+    compute_advantages,
+    gae,
+    group_mean_std,
+    grpo_advantages,
+    reinforce_pp_advantages,
+    rloo_advantages,
+)
 from rlhf.rl.masking import (
     apply_truncation,
     compute_token_rewards,
     masked_mean,
     masked_sum,
     masked_whiten,
+    normalise_rewards,
     place_reward_on_last_token,
 )
 
@@ -284,3 +292,74 @@ def test_reinforce_pp_with_kl_in_reward_matches_loop() -> None:
     mean, std = statistics.fmean(flat), statistics.stdev(flat)
     for i, n in enumerate(lengths):
         assert adv[i, :n].tolist() == pytest.approx([(g - mean) / std for g in ret[i, :n].tolist()], abs=1e-5)
+
+
+# ---------------------------------------------------------------- reward normalisation and the dispatcher
+
+
+def test_normalise_rewards_uses_stored_stats_then_clips() -> None:
+    raw = torch.tensor([3.0, -1.0, 103.0])
+    assert normalise_rewards(raw, mean=1.0, std=2.0, clip=10.0).tolist() == [1.0, -1.0, 10.0]
+    assert normalise_rewards(raw, mean=1.0, std=2.0, clip=None).tolist() == [1.0, -1.0, 51.0]
+    assert normalise_rewards(raw, None, None, clip=2.0).tolist() == [2.0, -1.0, 2.0]
+    assert normalise_rewards(raw, None, None, clip=None).tolist() == raw.tolist()
+    with pytest.raises(ValueError, match="or neither"):
+        normalise_rewards(raw, mean=1.0, std=None, clip=None)
+    with pytest.raises(ValueError, match="std must be > 0"):
+        normalise_rewards(raw, mean=1.0, std=0.0, clip=None)
+
+
+def _advantages(name, scores, kl, beta=0.0, kl_in_reward=False, values=None, group=2, **kw):
+    mask = torch.ones_like(kl)
+    return compute_advantages(name, scores, kl, beta, kl_in_reward, mask, mask, group, values, **kw)
+
+
+def test_gae_dispatch_puts_kl_on_tokens_and_the_score_last() -> None:
+    kl = torch.tensor([[0.2, 0.2]])
+    adv, returns = _advantages("gae", torch.tensor([1.0]), kl, beta=0.5, kl_in_reward=True,
+                               values=torch.zeros(1, 2), gamma=1.0, lam=1.0, whiten=False)
+    # token rewards [-0.1, 1 - 0.1]; with V = 0 and gamma = lam = 1 the advantage is the reward-to-go
+    assert torch.allclose(adv, torch.tensor([[0.8, 0.9]]))
+    assert torch.allclose(returns, adv)
+    # KL in the loss: the rewards carry no KL whatever the coefficient
+    adv_loss, _ = _advantages("gae", torch.tensor([1.0]), kl, beta=0.5, kl_in_reward=False,
+                              values=torch.zeros(1, 2), gamma=1.0, lam=1.0, whiten=False)
+    assert torch.allclose(adv_loss, torch.tensor([[1.0, 1.0]]))
+    with pytest.raises(ValueError, match="GAE needs the critic's values"):
+        _advantages("gae", torch.tensor([1.0]), kl)
+
+
+def test_gae_dispatch_whitens_over_the_loss_mask() -> None:
+    scores, kl, values = torch.tensor([1.0, 0.0, 3.0]), torch.zeros(3, 2), torch.zeros(3, 2)
+    mask = torch.ones(3, 2)
+    loss_mask = mask.clone()
+    loss_mask[2] = 0  # a truncated reply masked out of the loss: it takes no part in the statistics
+    adv, _ = compute_advantages("gae", scores, kl, 0.0, False, mask, loss_mask, 1, values, 1.0, 1.0, True)
+    raw, _ = gae(compute_token_rewards(scores, kl, 0.0, mask), values, mask, 1.0, 1.0)
+    assert torch.allclose(adv, masked_whiten(raw, loss_mask))
+    assert adv[2].abs().sum() == 0
+
+
+def test_group_estimators_by_hand() -> None:
+    scores = torch.tensor([1.0, 0.0, 0.5, 0.5])
+    kl = torch.zeros(4, 3)
+    grpo, _ = _advantages("grpo", scores, kl)
+    assert torch.allclose(grpo[:, 0], torch.tensor([math.sqrt(0.5), -math.sqrt(0.5), 0.0, 0.0]), atol=1e-5)
+    dr_grpo, _ = _advantages("grpo", scores, kl, std_normalise=False)
+    assert torch.allclose(dr_grpo[:, 0], torch.tensor([0.5, -0.5, 0.0, 0.0]))
+    rloo, returns = _advantages("rloo", scores, kl)
+    assert rloo[:, 0].tolist() == [1.0, -1.0, 0.0, 0.0] and returns is None
+    # sequence-level KL in the reward: sample 2 pays 0.5 * (3 * 0.2) = 0.3 against its twin
+    kl_third = torch.zeros(4, 3)
+    kl_third[2] = 0.2
+    rloo_kl, _ = _advantages("rloo", scores, kl_third, beta=0.5, kl_in_reward=True)
+    assert torch.allclose(rloo_kl[:, 0], torch.tensor([1.0, -1.0, -0.3, 0.3]))
+    with pytest.raises(ValueError, match="unknown advantage estimator 'ppo'"):
+        _advantages("ppo", scores, kl)
+
+
+def test_reinforce_pp_dispatch_whitens_returns_over_the_batch() -> None:
+    adv, _ = _advantages("reinforce_pp", torch.tensor([1.0, 0.0]), torch.zeros(2, 2))
+    # returns [[1, 1], [0, 0]] -> mean 0.5, Bessel std sqrt(1/3)
+    expected = (torch.tensor([[1.0, 1.0], [0.0, 0.0]]) - 0.5) / math.sqrt(1 / 3)
+    assert torch.allclose(adv, expected, atol=1e-4)

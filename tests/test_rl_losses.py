@@ -9,10 +9,12 @@ import torch
 
 from rlhf.rl.losses import (
     AggregationMode,
+    PolicyLossSettings,
     aggregate,
     critic_warmup_active,
     entropy_from_logits,
     policy_loss,
+    ppo_objective,
     truncated_importance_weights,
     value_loss,
 )
@@ -341,6 +343,118 @@ def test_entropy_chunking_and_gradient_match_direct_formula() -> None:
     (-(p * torch.log_softmax(direct_in, dim=-1)).sum(-1) * mask).sum().backward()
     assert chunked_in.grad is not None and direct_in.grad is not None
     assert torch.allclose(chunked_in.grad, direct_in.grad, rtol=1e-10, atol=1e-14)
+
+
+# ---- the whole policy objective ---------------------------------------------------------------------
+
+# Two tokens over a vocabulary of 2: p(t0) = (1/2, 1/2), token 0 sampled; p(t1) = (1/4, 3/4), token 1 sampled.
+_LOGITS = [[[0.0, 0.0], [0.0, math.log(3.0)]]]
+_TOKENS = torch.tensor([[0, 1]])
+_REF = [[math.log(0.25), math.log(0.75)]]  # the reference halves token 0's probability and agrees on token 1
+_H = [math.log(2.0), -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))]  # entropies of the two positions
+_K3 = 0.5 - 1.0 + math.log(2.0)  # exp(ref - logp) - 1 - (ref - logp) at token 0; 0 at token 1
+_SETTINGS = PolicyLossSettings(kl_in_loss=True, kl_estimator="k3", entropy_coef=0.01)
+
+
+def _objective_inputs(logp_leaf: bool):
+    logits = torch.tensor(_LOGITS, dtype=torch.float64, requires_grad=True)
+    logp = torch.log_softmax(logits, dim=-1).gather(-1, _TOKENS.unsqueeze(-1)).squeeze(-1)
+    if logp_leaf:  # log-probs as their own leaf: the entropy term is then the only path into the logits
+        logp = logp.detach().requires_grad_(True)
+    return logits, logp, logp.detach().clone(), torch.tensor([[1.0, -2.0]], dtype=torch.float64)
+
+
+def test_ppo_objective_hand_values_and_terms() -> None:
+    logits, logp, old, adv = _objective_inputs(logp_leaf=True)
+    ref = torch.tensor(_REF, dtype=torch.float64)
+    loss, stats = ppo_objective(logp, logits, old, adv, torch.ones(1, 2), _SETTINGS, kl_coef=0.1, ref_logp=ref)
+    # ratio 1: policy loss -mean(A) = 0.5; KL (k3) mean _K3 / 2; entropy mean of _H.
+    assert stats.policy_loss.item() == pytest.approx(0.5)
+    assert stats.kl_loss is not None and stats.kl_loss.item() == pytest.approx(_K3 / 2)
+    assert stats.entropy.item() == pytest.approx(sum(_H) / 2)
+    assert loss.item() == pytest.approx(0.5 + 0.1 * _K3 / 2 - 0.01 * sum(_H) / 2)
+    assert stats.policy.ratio_mean.item() == pytest.approx(1.0) and not stats.policy_loss.requires_grad
+    loss.backward()
+    assert logp.grad is not None and logits.grad is not None
+    # d/d logp_t: (-A_t * ratio + kl_coef * (1 - exp(ref_t - logp_t))) / 2 tokens
+    assert logp.grad[0].tolist() == pytest.approx([(-1.0 + 0.1 * (1 - 0.5)) / 2, 2.0 / 2])
+    # d/d z of -0.01 * H / 2, with dH/dz_v = -p_v (log p_v + H): 0 at the uniform position
+    d_h = [-p * (math.log(p) + _H[1]) for p in (0.25, 0.75)]
+    assert logits.grad[0, 0].tolist() == pytest.approx([0.0, 0.0], abs=1e-12)
+    assert logits.grad[0, 1].tolist() == pytest.approx([-0.01 * d / 2 for d in d_h])
+
+
+def test_ppo_objective_without_kl_or_entropy_bonus() -> None:
+    logits, logp, old, adv = _objective_inputs(logp_leaf=True)
+    plain = PolicyLossSettings()
+    loss, stats = ppo_objective(logp, logits, old, adv, torch.ones(1, 2), plain, kl_coef=0.1,
+                                ref_logp=torch.tensor(_REF, dtype=torch.float64))
+    assert loss.item() == pytest.approx(0.5) and stats.kl_loss is None  # the KL is in the reward, not here
+    assert stats.entropy.item() == pytest.approx(sum(_H) / 2)  # still reported
+    loss.backward()
+    assert logits.grad is None  # entropy without a bonus is computed without gradient
+    with pytest.raises(ValueError, match="no reference log-probs"):
+        ppo_objective(logp, logits, old, adv, torch.ones(1, 2), _SETTINGS, kl_coef=0.1)
+
+
+def test_ppo_objective_weights_only_the_policy_term() -> None:
+    logits, logp, old, adv = _objective_inputs(logp_leaf=False)
+    ref = torch.tensor(_REF, dtype=torch.float64)
+    mask = torch.ones(1, 2)
+    zero = torch.zeros(1, 2, dtype=torch.float64)
+    loss, stats = ppo_objective(logp, logits, old, adv, mask, _SETTINGS, kl_coef=0.1, ref_logp=ref, is_weights=zero)
+    assert stats.policy_loss.item() == 0.0
+    assert loss.item() == pytest.approx(0.1 * _K3 / 2 - 0.01 * sum(_H) / 2)
+
+
+def test_ppo_objective_gradient_matches_finite_differences() -> None:
+    gen = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 3, 5, generator=gen, dtype=torch.float64)
+    tokens = torch.randint(0, 5, (2, 3), generator=gen)
+    old = torch.log_softmax(logits + 0.05 * torch.randn(2, 3, 5, generator=gen, dtype=torch.float64), -1)
+    old = old.gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+    ref = old - 0.1
+    adv = torch.randn(2, 3, generator=gen, dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 1], [1, 1, 0]])
+    weights = torch.tensor([[1.0, 0.5, 2.0], [1.0, 1.5, 0.0]], dtype=torch.float64)
+    settings = PolicyLossSettings(clip_low=0.2, clip_high=0.28, kl_in_loss=True, entropy_coef=0.05)
+
+    def objective(z: torch.Tensor) -> torch.Tensor:
+        logp = torch.log_softmax(z, dim=-1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1)
+        return ppo_objective(logp, z, old, adv, mask, settings, kl_coef=0.2, ref_logp=ref, is_weights=weights)[0]
+
+    assert torch.autograd.gradcheck(objective, (logits.clone().requires_grad_(True),))
+
+
+def test_ppo_objective_summed_over_shards_equals_the_whole_batch() -> None:
+    gen = torch.Generator().manual_seed(4)
+    logits = torch.randn(4, 3, 6, generator=gen, dtype=torch.float64)
+    tokens = torch.randint(0, 6, (4, 3), generator=gen)
+    old = torch.log_softmax(logits, -1).gather(-1, tokens.unsqueeze(-1)).squeeze(-1) + 0.1
+    ref, adv = old - 0.2, torch.randn(4, 3, generator=gen, dtype=torch.float64)
+    mask = torch.tensor([[1, 1, 1], [1, 0, 0], [1, 1, 0], [1, 1, 1]])
+    settings = PolicyLossSettings(kl_in_loss=True, entropy_coef=0.1)
+
+    def run(rows: slice, count: int | None):
+        z = logits[rows].clone().requires_grad_(True)
+        logp = torch.log_softmax(z, -1).gather(-1, tokens[rows].unsqueeze(-1)).squeeze(-1)
+        loss, _ = ppo_objective(logp, z, old[rows], adv[rows], mask[rows], settings, kl_coef=0.3, ref_logp=ref[rows],
+                                global_token_count=count)
+        loss.backward()
+        return loss, z.grad
+
+    whole, whole_grad = run(slice(0, 4), None)
+    first, first_grad = run(slice(0, 1), int(mask.sum()))
+    rest, rest_grad = run(slice(1, 4), int(mask.sum()))
+    assert (first + rest).item() == pytest.approx(whole.item(), rel=1e-12)
+    assert torch.allclose(torch.cat([first_grad, rest_grad]), whole_grad, rtol=1e-12, atol=1e-15)
+
+
+def test_policy_loss_settings_are_checked() -> None:
+    with pytest.raises(ValueError, match="dual_clip must be > 1"):
+        PolicyLossSettings(dual_clip=1.0)
+    with pytest.raises(ValueError, match="entropy_coef"):
+        PolicyLossSettings(entropy_coef=-0.1)
 
 
 def test_critic_warmup() -> None:

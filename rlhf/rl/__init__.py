@@ -3,51 +3,88 @@
 Token tensors are ``[B, T]`` (responses x response tokens) with a ``mask`` ``[B, T]`` that is 1 on valid
 response tokens and 0 on padding and after EOS. See ``docs/rl-math.md`` for every formula and its source.
 
-* :mod:`rlhf.rl.masking`: masked reductions, whole-batch whitening, reward placement, truncation.
+* :mod:`rlhf.rl.types`: the option names (``Literal`` types; no torch, so configs import them cheaply).
+* :mod:`rlhf.rl.masking`: masked reductions, whole-batch whitening, reward normalisation and placement,
+  truncation.
 * :mod:`rlhf.rl.kl`: k1/k2/k3 KL estimators and the fixed/adaptive KL controllers.
-* :mod:`rlhf.rl.advantages`: GAE, GRPO, RLOO, REINFORCE++.
+* :mod:`rlhf.rl.advantages`: GAE, GRPO, RLOO, REINFORCE++, and :func:`compute_advantages` over them.
 * :mod:`rlhf.rl.losses`: clipped policy loss, truncated importance weights, value loss, KL loss, entropy,
-  loss aggregation.
+  loss aggregation, and :func:`ppo_objective`, the policy learner's whole loss.
+
+Importing this package imports no torch: the names below load their module on first use (PEP 562).
 """
 
-from rlhf.rl.advantages import gae, group_mean_std, grpo_advantages, reinforce_pp_advantages, rloo_advantages
-from rlhf.rl.kl import AdaptiveKLController, FixedKLController, KLController, KLKind, kl_estimate
-from rlhf.rl.losses import (
-    AggregationMode,
-    PolicyLossStats,
-    ValueLossStats,
-    aggregate,
-    critic_warmup_active,
-    entropy_from_logits,
-    kl_loss,
-    policy_loss,
-    truncated_importance_weights,
-    value_loss,
-)
-from rlhf.rl.masking import (
-    TruncationMode,
-    TruncationResult,
-    apply_truncation,
-    compute_token_rewards,
-    masked_mean,
-    masked_sum,
-    masked_var,
-    masked_whiten,
-    place_reward_on_last_token,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from rlhf.rl.types import Advantage, AggregationMode, KLKind, KLPlacement, TruncationMode
+
+if TYPE_CHECKING:
+    from rlhf.rl.advantages import (
+        compute_advantages,
+        gae,
+        group_mean_std,
+        grpo_advantages,
+        reinforce_pp_advantages,
+        rloo_advantages,
+    )
+    from rlhf.rl.kl import AdaptiveKLController, FixedKLController, KLController, kl_estimate
+    from rlhf.rl.losses import (
+        ObjectiveStats,
+        PolicyLossSettings,
+        PolicyLossStats,
+        ValueLossStats,
+        aggregate,
+        critic_warmup_active,
+        entropy_from_logits,
+        kl_loss,
+        policy_loss,
+        ppo_objective,
+        truncated_importance_weights,
+        value_loss,
+    )
+    from rlhf.rl.masking import (
+        TruncationResult,
+        apply_truncation,
+        compute_token_rewards,
+        masked_mean,
+        masked_sum,
+        masked_var,
+        masked_whiten,
+        normalise_rewards,
+        place_reward_on_last_token,
+    )
+
+_MODULE_OF = {
+    **dict.fromkeys(("compute_advantages", "gae", "group_mean_std", "grpo_advantages", "reinforce_pp_advantages",
+                     "rloo_advantages"), "advantages"),
+    **dict.fromkeys(("AdaptiveKLController", "FixedKLController", "KLController", "kl_estimate"), "kl"),
+    **dict.fromkeys(("ObjectiveStats", "PolicyLossSettings", "PolicyLossStats", "ValueLossStats", "aggregate",
+                     "critic_warmup_active", "entropy_from_logits", "kl_loss", "policy_loss", "ppo_objective",
+                     "truncated_importance_weights", "value_loss"), "losses"),
+    **dict.fromkeys(("TruncationResult", "apply_truncation", "compute_token_rewards", "masked_mean", "masked_sum",
+                     "masked_var", "masked_whiten", "normalise_rewards", "place_reward_on_last_token"), "masking"),
+}
 
 __all__ = [
     "AdaptiveKLController",
+    "Advantage",
     "AggregationMode",
     "FixedKLController",
     "KLController",
     "KLKind",
+    "KLPlacement",
+    "ObjectiveStats",
+    "PolicyLossSettings",
     "PolicyLossStats",
     "TruncationMode",
     "TruncationResult",
     "ValueLossStats",
     "aggregate",
     "apply_truncation",
+    "compute_advantages",
     "compute_token_rewards",
     "critic_warmup_active",
     "entropy_from_logits",
@@ -60,10 +97,25 @@ __all__ = [
     "masked_sum",
     "masked_var",
     "masked_whiten",
+    "normalise_rewards",
     "place_reward_on_last_token",
     "policy_loss",
+    "ppo_objective",
     "reinforce_pp_advantages",
     "rloo_advantages",
     "truncated_importance_weights",
     "value_loss",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _MODULE_OF.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rlhf.rl' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"rlhf.rl.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return __all__

@@ -16,6 +16,8 @@ without gradient (advantages are constants in the policy loss).
   al. 2019: ``A_i = r_i - (sum_{j != i} r_j) / (k - 1)``.
 * :func:`reinforce_pp_advantages`: REINFORCE++, Hu et al. 2025 (arXiv:2501.03262): discounted return-to-go
   of the token rewards (KL-in-reward plus the final score), whitened over the whole batch.
+* :func:`compute_advantages`: the one entry point of a training step: places the rewards and the KL
+  penalty the way each estimator needs them, then calls it.
 
 Groups: responses to the same prompt form a group, given either as ``group_size`` (the batch holds
 ``B / group_size`` prompts, each prompt's responses consecutive) or as ``group_ids`` ``[B]`` (any layout).
@@ -33,9 +35,11 @@ from __future__ import annotations
 
 import torch
 
-from rlhf.rl.masking import check_token_shapes, masked_whiten
+from rlhf.rl.masking import check_token_shapes, compute_token_rewards, masked_whiten
+from rlhf.rl.types import Advantage
 
 __all__ = [
+    "compute_advantages",
     "gae",
     "group_mean_std",
     "grpo_advantages",
@@ -241,3 +245,48 @@ def reinforce_pp_advantages(
         returns[:, t] = g_t * m
         running = m * g_t + (1 - m) * running
     return masked_whiten(returns, mask), returns
+
+
+def compute_advantages(
+    advantage: Advantage,
+    scores: torch.Tensor,
+    kl: torch.Tensor,
+    kl_coef: float,
+    kl_in_reward: bool,
+    mask: torch.Tensor,
+    loss_mask: torch.Tensor,
+    group_size: int,
+    values: torch.Tensor | None = None,
+    gamma: float = 1.0,
+    lam: float = 0.95,
+    whiten: bool = True,
+    std_normalise: bool = True,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Token advantages ``[B, T]`` of estimator ``advantage`` and, for GAE, the critic's returns ``[B, T]``
+    (else None), on the whole rollout batch.
+
+    ``scores`` ``[B]`` (shaped rewards), ``kl`` ``[B, T]`` (per-token estimate, zero on padding), ``mask``
+    the response mask, ``loss_mask`` the mask after truncation handling (GAE whitens over it). With the KL
+    in the reward (``kl_in_reward``), GAE and REINFORCE++ get ``-kl_coef * kl_t`` on every token and the
+    score on the last (:func:`rlhf.rl.masking.compute_token_rewards`); GRPO and RLOO, which score whole
+    sequences, get ``score - kl_coef * sum_t kl_t``. ``group_size`` is ``n``, the replies per prompt
+    (consecutive rows). GAE needs the critic's ``values`` ``[B, T]``, and whitens its advantages over the
+    batch when ``whiten`` (and at least 2 tokens are in the loss).
+    """
+    beta = kl_coef if kl_in_reward else 0.0
+    if advantage == "gae":
+        if values is None:
+            raise ValueError("GAE needs the critic's values")
+        adv, returns = gae(compute_token_rewards(scores, kl, beta, mask), values, mask, gamma, lam)
+        if whiten and loss_mask.sum() >= 2:
+            adv = masked_whiten(adv, loss_mask)
+        return adv, returns
+    if advantage == "reinforce_pp":
+        adv, _ = reinforce_pp_advantages(compute_token_rewards(scores, kl, beta, mask), mask, gamma)
+        return adv, None
+    sequence_scores = scores - beta * (kl * mask).sum(dim=1)
+    if advantage == "grpo":
+        return grpo_advantages(sequence_scores, mask, group_size=group_size, std_normalise=std_normalise), None
+    if advantage == "rloo":
+        return rloo_advantages(sequence_scores, mask, group_size=group_size), None
+    raise ValueError(f"unknown advantage estimator {advantage!r}; use gae, grpo, rloo or reinforce_pp")

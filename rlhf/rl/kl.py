@@ -23,9 +23,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import torch
+
+from rlhf.rl.types import KLKind
 
 __all__ = [
     "AdaptiveKLController",
@@ -35,7 +37,6 @@ __all__ = [
     "kl_estimate",
 ]
 
-KLKind = Literal["k1", "k2", "k3"]
 
 # exp(20) is about 4.9e8: finite in fp32 and bf16. A log-ratio beyond +-20 means the two policies disagree
 # by a factor above 10^8 on that token; the estimate is already huge, and clamping keeps it finite.

@@ -14,6 +14,8 @@
 * :func:`kl_loss`: a KL estimator from :mod:`rlhf.rl.kl` aggregated as a loss (GRPO, Shao et al. 2024).
 * :func:`entropy_from_logits`: per-token entropy, computed in row chunks so no full-size softmax
   copy of ``[B, T, V]`` is made at once.
+* :func:`ppo_objective`: the whole per-micro-batch objective of the policy learner, composed of the above:
+  ``policy_loss (x TIS weights) + kl_coef * kl_loss (KL in the loss) - entropy_coef * entropy``.
 
 Aggregation (:func:`aggregate`) reduces a ``[B, T]`` loss matrix to a scalar. ``token_mean`` divides the
 masked sum by a token count; when the batch is split over data-parallel ranks or gradient-accumulation
@@ -26,15 +28,17 @@ sequence-level modes.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
 import torch
 
-from rlhf.rl.kl import KLKind, kl_estimate
+from rlhf.rl.kl import kl_estimate
 from rlhf.rl.masking import check_token_shapes, masked_mean, masked_sum
+from rlhf.rl.types import AggregationMode, KLKind
 
 __all__ = [
     "AggregationMode",
+    "ObjectiveStats",
+    "PolicyLossSettings",
     "PolicyLossStats",
     "ValueLossStats",
     "aggregate",
@@ -42,11 +46,10 @@ __all__ = [
     "entropy_from_logits",
     "kl_loss",
     "policy_loss",
+    "ppo_objective",
     "truncated_importance_weights",
     "value_loss",
 ]
-
-AggregationMode = Literal["token_mean", "seq_mean_token_sum", "seq_mean_token_mean"]
 
 # exp(20) ~ 4.9e8: a ratio beyond this is clipped anyway unless the advantage sign lets it through.
 _LOG_RATIO_CLAMP = 20.0
@@ -321,6 +324,89 @@ def entropy_from_logits(logits: torch.Tensor, mask: torch.Tensor, chunk_size: in
     if pieces:
         out = out.index_put((rows,), torch.cat(pieces))
     return out.reshape(mask.shape)
+
+
+@dataclass(frozen=True)
+class PolicyLossSettings:
+    """How the policy objective is formed (:func:`ppo_objective`), fixed for a run.
+
+    ``temperature`` is the one the learner divides the logits by before the log-softmax, the sampling
+    temperature of the rollout (so the ratio compares the distribution the tokens were drawn from).
+    """
+
+    clip_low: float = 0.2
+    clip_high: float = 0.2
+    dual_clip: float | None = None
+    aggregation: AggregationMode = "token_mean"
+    entropy_coef: float = 0.0
+    kl_in_loss: bool = False
+    kl_estimator: KLKind = "k3"
+    temperature: float = 1.0
+
+    def __post_init__(self) -> None:
+        _check_clip(self.clip_low, self.clip_high, self.dual_clip)
+        if self.entropy_coef < 0:
+            raise ValueError(f"entropy_coef must be >= 0, got {self.entropy_coef}")
+        if not self.temperature > 0:
+            raise ValueError(f"the log-prob temperature must be > 0, got {self.temperature}")
+
+
+@dataclass(frozen=True)
+class ObjectiveStats:
+    """The terms of one :func:`ppo_objective` call, as detached 0-dim tensors (already aggregated, so the
+    SUM over shards of the same optimiser batch is the batch's value), and the policy-loss diagnostics."""
+
+    policy_loss: torch.Tensor
+    kl_loss: torch.Tensor | None  # None unless the KL is in the loss
+    entropy: torch.Tensor
+    policy: PolicyLossStats
+
+
+def ppo_objective(
+    logp: torch.Tensor,
+    logits: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    settings: PolicyLossSettings,
+    kl_coef: float = 0.0,
+    ref_logp: torch.Tensor | None = None,
+    is_weights: torch.Tensor | None = None,
+    global_token_count: int | None = None,
+    global_seq_count: int | None = None,
+) -> tuple[torch.Tensor, ObjectiveStats]:
+    """The policy learner's loss of one micro-batch (to minimise) and its terms.
+
+    ``loss = policy_loss - entropy_coef * H``, plus ``kl_coef * kl_loss`` when ``settings.kl_in_loss``:
+
+    * :func:`policy_loss`: the clipped surrogate (clip-higher, dual-clip), each token's term multiplied by
+      ``is_weights`` when given (truncated importance sampling; the KL and entropy terms are not weighted);
+    * :func:`kl_loss`: ``settings.kl_estimator`` of ``logp`` against ``ref_logp`` (GRPO, Shao et al. 2024);
+    * the entropy :func:`entropy_from_logits` of the distribution the log-probs come from (the bonus of
+      Mnih et al. 2016 / PPO eq. 9); it is computed without gradient when ``entropy_coef`` is 0, for the
+      ``entropy`` statistic only.
+
+    Every term is aggregated with ``settings.aggregation`` and the same global counts (see
+    :func:`aggregate`), so summing this loss over the shards of an optimiser batch gives that batch's loss.
+    Shapes: ``logp`` (current policy, with grad), ``old_logp``, ``advantages``, ``mask``, ``ref_logp``,
+    ``is_weights``: ``[B, T]``; ``logits`` ``[B, T, V]`` (the temperature-scaled logits ``logp`` was read from).
+    """
+    counts = {"global_token_count": global_token_count, "global_seq_count": global_seq_count}
+    loss, pg_stats = policy_loss(logp, old_logp, advantages, mask, settings.clip_low, settings.clip_high,
+                                 settings.dual_clip, settings.aggregation, **counts, is_weights=is_weights)
+    policy_term = loss.detach()
+    kl_term = None
+    if settings.kl_in_loss:
+        if ref_logp is None:
+            raise ValueError("the KL is in the loss (kl_in_loss) but no reference log-probs were given")
+        kl_value = kl_loss(logp, ref_logp, mask, settings.kl_estimator, settings.aggregation, **counts)
+        loss = loss + kl_coef * kl_value
+        kl_term = kl_value.detach()
+    with torch.set_grad_enabled(settings.entropy_coef > 0 and torch.is_grad_enabled()):
+        entropy = aggregate(entropy_from_logits(logits, mask), mask, settings.aggregation, **counts)
+    if settings.entropy_coef > 0:
+        loss = loss - settings.entropy_coef * entropy
+    return loss, ObjectiveStats(policy_term, kl_term, entropy.detach(), pg_stats)
 
 
 def critic_warmup_active(step: int, warmup_steps: int) -> bool:

@@ -19,9 +19,11 @@ carries the per-token KL penalty ``-beta * kl_t``.
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 import torch
+
+from rlhf.rl.types import TruncationMode
 
 __all__ = [
     "TruncationMode",
@@ -34,10 +36,9 @@ __all__ = [
     "masked_sum",
     "masked_var",
     "masked_whiten",
+    "normalise_rewards",
     "place_reward_on_last_token",
 ]
-
-TruncationMode = Literal["none", "penalty", "mask"]
 
 
 def check_token_shapes(mask: torch.Tensor, **tensors: torch.Tensor) -> None:
@@ -161,6 +162,27 @@ def compute_token_rewards(scores: torch.Tensor, kl: torch.Tensor, kl_coef: float
         raise ValueError(f"kl_coef must be >= 0, got {kl_coef}; a negative coefficient rewards drifting away")
     fmask = mask.to(kl.dtype)
     return -kl_coef * kl * fmask + place_reward_on_last_token(scores.to(kl.dtype), mask)
+
+
+def normalise_rewards(raw: torch.Tensor, mean: float | None, std: float | None, clip: float | None) -> torch.Tensor:
+    """``clip((raw - mean) / std, -clip, clip)`` in fp32; without stored statistics only the clip applies.
+
+    ``mean``/``std`` are the reward model's scores measured when it was trained (``reward_stats.json``), so
+    the policy sees rewards on the scale the reward model was fitted at, whatever this batch holds (no
+    per-batch normalisation). ``clip`` None leaves them unclipped. Shapes: ``raw`` ``[B]`` -> ``[B]``.
+    Source: Ziegler et al. 2019 (reward normalisation to mean 0, std 1 before RL); the clip as OpenRLHF's
+    ``reward_clip_range``.
+    """
+    if (mean is None) != (std is None):
+        raise ValueError("give both the mean and the std of the reward model's scores, or neither")
+    if std is not None and not std > 0:
+        raise ValueError(f"the reward std must be > 0, got {std}")
+    if clip is not None and not clip > 0:
+        raise ValueError(f"the reward clip must be > 0 or None, got {clip}")
+    rewards = raw.to(torch.float32)
+    if mean is not None and std is not None:
+        rewards = (rewards - mean) / std
+    return rewards.clamp(-clip, clip) if clip is not None else rewards
 
 
 class TruncationResult(NamedTuple):
