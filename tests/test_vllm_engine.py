@@ -26,7 +26,6 @@ from rlhf.roles.weight_sync import connect_sync_group, rank_layout
 from rlhf.rollout import SamplingParams, TransformersRolloutEngine, load_named_tensors, open_engine
 from rlhf.rollout.vllm_engine import (
     VLLMRolloutEngine,
-    VLLMSettings,
     byte_chunks,
     check_weight_names,
     engine_kwargs,
@@ -36,6 +35,7 @@ from rlhf.rollout.vllm_engine import (
     samples_from_outputs,
     vllm_parameter_name,
 )
+from rlhf.rollout.vllm_settings import VLLMSettings
 from rlhf.rollout.vllm_worker import WeightSyncExtension, pack_tensors, unpack_tensor
 from rlhf.rollout.weight_transfer import SyncGroup, manifest_of, send_tensors
 from rlhf.utils.distributed import free_port

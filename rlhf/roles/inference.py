@@ -24,7 +24,7 @@ from rlhf.rollout.containers import TokenBatch
 from rlhf.rollout.engines import EngineKind
 from rlhf.rollout.sequences import response_logprobs
 from rlhf.rollout.types import NamedTensors, RolloutSample, SamplingParams
-from rlhf.rollout.vllm_engine import VLLMSettings
+from rlhf.rollout.vllm_settings import VLLMSettings
 from rlhf.rollout.weight_transfer import SyncGroup, TensorSpec, receive_tensors
 
 __all__ = ["ReferenceActor", "RewardActor", "RewardStats", "RolloutWorker", "reward_model_dir"]

@@ -6,7 +6,7 @@ from typing import Literal
 
 from rlhf.core.errors import UserError
 from rlhf.rollout.types import RolloutEngine
-from rlhf.rollout.vllm_engine import VLLMSettings
+from rlhf.rollout.vllm_settings import VLLMSettings
 
 __all__ = ["EngineKind", "open_engine"]
 

@@ -30,15 +30,15 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import Any
 
 import torch
-from pydantic import Field
 
-from rlhf.core.config import StrictModel
 from rlhf.core.errors import UserError
 from rlhf.rollout.types import NamedTensors, RolloutSample, SamplingParams
+from rlhf.rollout.vllm_settings import VLLMSettings, check_vllm_temperature
 
+# VLLMSettings and check_vllm_temperature live in the torch-free rlhf.rollout.vllm_settings (re-exported here).
 __all__ = ["VLLMRolloutEngine", "VLLMSettings", "byte_chunks", "check_vllm_temperature", "check_weight_names",
            "engine_kwargs", "prompt_token_logprobs", "request_seeds", "require_vllm", "samples_from_outputs",
            "vllm_parameter_name"]
@@ -56,20 +56,6 @@ LOAD_CHUNK_BYTES = 256 * 2**20
 _SKIPPED_SUFFIXES = ("rotary_emb.inv_freq", "rotary_emb.cos_cached", "rotary_emb.sin_cached")
 
 
-class VLLMSettings(StrictModel):
-    """How the vLLM engine is built (``rollout.engine=vllm``)."""
-
-    tensor_parallel_size: int = Field(1, ge=1, description="GPUs one engine spans (tensor parallel)")
-    gpu_memory_utilization: float = Field(0.85, gt=0, le=0.98, description="fraction of each GPU vLLM may take")
-    max_model_len: int | None = Field(None, ge=16, description="longest prompt + reply, with one token to spare "
-                                      "for scoring the probe (null: the model's limit)")
-    enforce_eager: bool = Field(False, description="skip CUDA graph capture (faster start, slower decoding)")
-    enable_prefix_caching: bool = Field(True, description="reuse the KV cache of shared prompt prefixes")
-    sleep: Literal["auto", "on", "off"] = Field(
-        "auto", description="free the GPU between generations for a learner on the same GPU "
-        "(auto: when the rollout role is colocated with the policy)")
-
-
 def require_vllm():
     """Import vLLM, or raise a one-line :class:`UserError` naming what is missing."""
     if not torch.cuda.is_available():
@@ -81,13 +67,6 @@ def require_vllm():
         raise UserError(f"rollout engine 'vllm' needs the vllm package ({err}); install it on the GPU nodes "
                         "with pip install 'rlhf-pipeline[vllm]'") from None
     return vllm
-
-
-def check_vllm_temperature(value: float | None, key: str) -> None:
-    """Raise ``ValueError`` for a temperature vLLM would refuse (above 2) or silently raise to 0.01."""
-    if value is not None and (value > 2.0 or 0.0 < value < 0.01):
-        raise ValueError(f"{key}={value:g} is outside what vLLM samples at (0 for greedy, or 0.01 to 2); "
-                         "change it or use the transformers engine")
 
 
 def request_seeds(seed: int, count: int) -> list[int]:
