@@ -21,7 +21,7 @@ def repo_root() -> Path:
 
 # The SFT policy that stage tests start from: trained once per checkout (content-addressed, so a later
 # session with the same config and code finds it complete and skips training).
-SFT_TEST_OVERRIDES = ["data.demo_examples=3200", "train.epochs=2", "train.save_steps=1000", "sample.prompts=48"]
+SFT_TEST_OVERRIDES = ["data.demo_examples=3200", "train.epochs=2", "train.save_steps=1000", "eval.prompts=48"]
 
 
 @pytest.fixture(scope="session")

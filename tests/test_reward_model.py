@@ -36,10 +36,12 @@ def _tiny_path() -> str:
     (["data.path=x.jsonl.gz", "data.format=hh", "loss.margin=strength"], "loss.margin=strength"),
     (["data.path=x.jsonl.gz", "data.format=hh", "eval.best_of_n_prompts=10"], "needs the demo world"),
     (["data.path=snap", "data.demo_prompts=10"], "data.demo_prompts only applies without data.path"),
-    (["train.batch_size=30", "ray.num_workers=4"], "must be divisible by ray.num_workers"),
+    (["train.batch_size=30", "resources.num_workers=4"], "divisible by resources.num_workers x train.grad_accum"),
     (["model.lora.enabled=true", "deepspeed.zero_stage=3"], "zero_stage=3 is not supported"),
     (["eval.best_of_n=[1,3,4]"], "must divide the largest"),
-    (["ray.num_wokers=2"], "did you mean 'num_workers'"),
+    (["resources.num_wokers=2"], "did you mean 'num_workers'"),
+    (["resources.worker.num_cpus=0"], "must reserve some resource"),
+    (["ray.num_workers=2"], "unknown key 'ray'"),
 ])
 def test_config_rejects_contradictions(overrides, needle):
     with pytest.raises(ConfigError, match=needle):

@@ -16,7 +16,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 SMALL = ["data.demo_examples=600", "train.max_steps=40", "train.save_steps=8", "train.batch_size=16",
-         "train.logging_steps=2", "sample.prompts=4", "sample.max_new_tokens=24"]
+         "train.logging_steps=2", "eval.prompts=4", "eval.sampling.max_new_tokens=24"]
 
 
 # Process-group variables that an in-process DeepSpeed test may have set; a fresh CLI process must not
@@ -80,7 +80,10 @@ def test_kill9_leaves_nothing_complete_and_rerun_resumes(tmp_path):
 
 
 def test_sft_policy_samples_fluent_replies_with_a_gold_spread(sft_policy):
+    from rlhf.eval.heldout import heldout_prompts
+    from rlhf.stages import load_config
     from rlhf.world.demo import rubric_breakdown
+    from tests.conftest import SFT_TEST_OVERRIDES
 
     metrics = json.loads((sft_policy / "metrics.json").read_text())
     samples = [json.loads(line) for line in (sft_policy / "samples.jsonl").read_text().splitlines()]
@@ -89,6 +92,8 @@ def test_sft_policy_samples_fluent_replies_with_a_gold_spread(sft_policy):
           f"min {metrics['sft/gold_min']:.2f} max {metrics['sft/gold_max']:.2f} levels {metrics['sft/gold_levels']} "
           f"finished {metrics['sft/finished_rate']:.2f} fluency {sum(fluency) / len(fluency):.2f}")
     assert len(samples) == 48
+    cfg = load_config(None, SFT_TEST_OVERRIDES, expect_stage="sft")
+    assert [s["prompt"] for s in samples] == heldout_prompts(cfg.eval, cfg.run.seed)  # what DPO and PPO evaluate
     assert metrics["sft/finished_rate"] >= 0.9  # replies end with EOS, not at the length limit
     assert sum(fluency) / len(fluency) >= 0.85  # rubric fluency: no repetition loops or garbage
     assert metrics["sft/gold_levels"] >= 5  # a real spread of quality, not one mode

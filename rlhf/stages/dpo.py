@@ -21,9 +21,12 @@ degenerate text; the NLL term keeps the chosen replies likely.
 training pairs, the share of votes that went against the majority (a dataset-level estimate: TRL takes one
 ``e`` for the run, not one per pair). TRL applies ``e`` in the robust loss only, so other types refuse it.
 
-After training, replies to held-out demo prompts are sampled from the DPO policy and from the reference
-(same prompts, same seed) and scored by the gold rubric: ``eval.json`` holds the win rate of DPO over the
-reference (ties count half) with a paired bootstrap 95 % interval, both mean gold scores and reply lengths.
+After training, the held-out prompts of the shared evaluation (:mod:`rlhf.eval.heldout`: the ``eval``
+section, the same prompts SFT and PPO evaluate with the same ``run.seed``) are answered by the DPO policy and
+by the reference (same sampling, same seed) and scored by the rubric: ``eval.json`` holds the win rate of
+DPO over the reference (ties count half) with a paired bootstrap 95 % interval, both mean gold scores
+(``gold_mean``, ``gold_mean_baseline``) and reply lengths. Training pairs whose prompt is held out are left
+out (``data/heldout_pairs_dropped``). The config model is :class:`rlhf.configs.dpo.DPOConfig`.
 
 Outputs (in ``runs/dpo/<name>-<fingerprint>/``): ``model/``, ``eval.json``, ``samples.jsonl``,
 ``metrics.json``, ``metrics.jsonl`` + ``tensorboard/`` (``train/loss``, ``rewards/chosen``, ``rewards/margins``,
@@ -32,91 +35,25 @@ Outputs (in ``runs/dpo/<name>-<fingerprint>/``): ``model/``, ``eval.json``, ``sa
 
 from __future__ import annotations
 
-import json
 import random
 import shutil
 import statistics
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field, model_validator
-
-from rlhf.core.artifacts import StageRun, atomic_write_json, atomic_write_text
-from rlhf.core.config import RunConfig, StrictModel
+from rlhf.configs.dpo import DPOConfig
+from rlhf.core.artifacts import StageRun, atomic_write_json
 from rlhf.core.errors import UserError
 from rlhf.core.runs import open_stage
 from rlhf.data.pairs import PreferencePair, split_pairs
-from rlhf.models.config import ModelConfig
-from rlhf.stages.rm import PairsDataConfig, PreferenceTrainConfig, prepare_pairs
-from rlhf.trainers.hf import DeepSpeedSettings, deepspeed_dict, last_complete_checkpoint
-from rlhf.trainers.ray_train import RaySettings, per_device_batch_size, run_on_ray, trainer_arguments, trl_worker
+from rlhf.eval.heldout import heldout_comparison, heldout_prompts, prompt_file, score_replies, write_samples
+from rlhf.stages.rm import prepare_pairs
+from rlhf.trainers.hf import deepspeed_dict, last_complete_checkpoint
+from rlhf.trainers.ray_train import per_device_batch_size, run_on_ray, trainer_arguments, trl_worker
 
 __all__ = ["DPOConfig", "run_dpo"]
 
 MAX_FLIP_RATE = 0.49
-
-
-class DPOLossConfig(StrictModel):
-    """Which preference loss and how strongly it is tied to the reference."""
-
-    type: Literal["sigmoid", "robust", "ipo"] = Field("sigmoid", description="sigmoid (DPO), robust (rDPO) or ipo")
-    beta: float = Field(0.1, gt=0, description="inverse strength of the KL tie to the reference (IPO: tau)")
-    sft_weight: float = Field(0.0, ge=0.0, description="weight of the chosen replies' per-token NLL added to "
-                              "the preference loss (RPO; 0: none)")
-    label_smoothing: float | Literal["agreement"] = Field(
-        0.0, description="robust loss: label-flip probability in [0, 0.5), or 'agreement' for mean(1 - agreement) "
-        "of the training pairs")
-
-    @model_validator(mode="after")
-    def _check(self) -> DPOLossConfig:
-        if isinstance(self.label_smoothing, float) and not 0.0 <= self.label_smoothing < 0.5:
-            raise ValueError(f"loss.label_smoothing must be in [0, 0.5), got {self.label_smoothing}")
-        if self.type != "robust" and self.label_smoothing != 0.0:
-            raise ValueError(f"loss.label_smoothing only applies to loss.type=robust, not {self.type}; "
-                             "set loss.type=robust or remove loss.label_smoothing")
-        return self
-
-
-class DPOTrainConfig(PreferenceTrainConfig):
-    """Optimisation settings plus the reference-model handling."""
-
-    lr: float = Field(5e-5, gt=0, description="peak learning rate")
-    precompute_ref_log_probs: bool = Field(True, description="compute reference log-probs once before training "
-                                           "(no reference model in memory while training)")
-
-
-class DPOEvalConfig(StrictModel):
-    """Gold-rubric comparison of the DPO policy against the reference on held-out prompts."""
-
-    prompts: int | None = Field(None, ge=0, description="held-out demo prompts (default 200 on demo-world data, "
-                                "0 with data.format=hh)")
-    max_new_tokens: int = Field(96, ge=1, description="longest sampled reply")
-    temperature: float = Field(1.0, ge=0.0, description="sampling temperature (0: greedy)")
-    rubric: str = Field("rlhf.world.demo:gold_rubric", description="module:function scoring (prompt, reply)")
-    bootstrap: int = Field(1000, ge=0, description="paired bootstrap resamples for the win-rate interval")
-
-
-class DPOConfig(StrictModel):
-    """Offline DPO on preference pairs."""
-
-    stage: Literal["dpo"] = "dpo"
-    run: RunConfig = Field(default_factory=RunConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    data: PairsDataConfig = Field(default_factory=PairsDataConfig)
-    loss: DPOLossConfig = Field(default_factory=DPOLossConfig)
-    train: DPOTrainConfig = Field(default_factory=DPOTrainConfig)
-    deepspeed: DeepSpeedSettings = Field(default_factory=DeepSpeedSettings)
-    ray: RaySettings = Field(default_factory=RaySettings)
-    eval: DPOEvalConfig = Field(default_factory=DPOEvalConfig)
-
-    @model_validator(mode="after")
-    def _check(self) -> DPOConfig:
-        if self.model.lora.enabled and self.deepspeed.zero_stage == 3:
-            raise ValueError("model.lora.enabled with deepspeed.zero_stage=3 is not supported; use zero_stage 0-2")
-        if self.data.format == "hh" and self.eval.prompts:
-            raise ValueError("eval.prompts samples demo-world prompts; set it to 0 with data.format=hh")
-        per_device_batch_size(self.train.batch_size, self.ray.num_workers, self.train.grad_accum)
-        return self
 
 
 def flip_rate(pairs: list[PreferencePair]) -> float:
@@ -133,12 +70,19 @@ def run_dpo(cfg: DPOConfig) -> Path:
         demo_candidates=cfg.data.demo_candidates, demo_annotators=cfg.data.demo_annotators,
         demo_noise=cfg.data.demo_noise)
     base = resolve_model_path(cfg.model.name_or_path, cfg.model.tiny)
-    run = open_stage(cfg, inputs={"pairs": source, "policy": base})
+    inputs: dict[str, str | Path] = {"pairs": source, "policy": base}
+    try:
+        prompts = heldout_prompts(cfg.eval, cfg.run.seed)
+    except FileNotFoundError as err:
+        raise UserError(f"eval.path: {err}") from None
+    if prompts and cfg.eval.path:
+        inputs["eval_prompts"] = prompt_file(cfg.eval.path, "eval")
+    run = open_stage(cfg, inputs=inputs)
     if run.complete:
         print(f"dpo: up to date, skipping ({run.dir})")
         return run.dir
     with run.lock():
-        return _train(cfg, run, pairs, summary, base)
+        return _train(cfg, run, pairs, summary, base, prompts)
 
 
 def _save_dataset(pairs: list[PreferencePair], folder: Path) -> None:
@@ -154,8 +98,12 @@ def _save_dataset(pairs: list[PreferencePair], folder: Path) -> None:
     partial.rename(folder)
 
 
-def _train(cfg: DPOConfig, run: StageRun, pairs: list[PreferencePair], summary: dict[str, Any], base: str) -> Path:
+def _train(cfg: DPOConfig, run: StageRun, pairs: list[PreferencePair], summary: dict[str, Any], base: str,
+           prompts: list[str]) -> Path:
     train_pairs, eval_pairs = split_pairs(pairs, cfg.data.eval_fraction, cfg.run.seed)
+    held = set(prompts)
+    heldout_dropped = sum(p.prompt in held for p in train_pairs)
+    train_pairs = [p for p in train_pairs if p.prompt not in held]
     if cfg.data.max_train_pairs is not None and len(train_pairs) > cfg.data.max_train_pairs:
         train_pairs = random.Random(cfg.run.seed).sample(train_pairs, cfg.data.max_train_pairs)
     if not train_pairs:
@@ -174,11 +122,11 @@ def _train(cfg: DPOConfig, run: StageRun, pairs: list[PreferencePair], summary: 
     shutil.rmtree(staging, ignore_errors=True)
     args = trainer_arguments(
         output_dir=ckpt_dir, lr=cfg.train.lr, epochs=cfg.train.epochs, max_steps=cfg.train.max_steps,
-        per_device_batch=per_device_batch_size(cfg.train.batch_size, cfg.ray.num_workers, cfg.train.grad_accum),
+        per_device_batch=per_device_batch_size(cfg.train.batch_size, cfg.resources.num_workers, cfg.train.grad_accum),
         grad_accum=cfg.train.grad_accum, warmup_ratio=cfg.train.warmup_ratio, weight_decay=cfg.train.weight_decay,
         lr_scheduler=cfg.train.lr_scheduler, max_grad_norm=cfg.train.max_grad_norm,
         logging_steps=cfg.train.logging_steps, save_steps=cfg.train.save_steps,
-        eval_steps=cfg.train.eval_steps if with_eval else 0, seed=cfg.run.seed, use_gpu=cfg.ray.use_gpu,
+        eval_steps=cfg.train.eval_steps if with_eval else 0, seed=cfg.run.seed, use_gpu=cfg.resources.use_gpu,
         bf16=cfg.model.dtype == "bfloat16", deepspeed=deepspeed_dict(cfg.deepspeed))
     loss_types, loss_weights = [cfg.loss.type], [1.0]
     if cfg.loss.sft_weight > 0:
@@ -192,7 +140,7 @@ def _train(cfg: DPOConfig, run: StageRun, pairs: list[PreferencePair], summary: 
         "resume": str(resume) if resume else None, "model_dir": str(staging),
         "metrics": str(run.path("metrics.jsonl")), "tensorboard": str(run.path("tensorboard")),
     }
-    final = run_on_ray(trl_worker, {**payload, "trainer": "dpo"}, cfg.ray, storage=run.path("ray"), name="dpo")
+    final = run_on_ray(trl_worker, {**payload, "trainer": "dpo"}, cfg.resources, storage=run.path("ray"), name="dpo")
     target = run.path("model")
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
@@ -200,10 +148,10 @@ def _train(cfg: DPOConfig, run: StageRun, pairs: list[PreferencePair], summary: 
     metrics: dict[str, Any] = {
         "train/global_step": final.get("global_step"), "train/final_loss": final.get("final_loss"),
         "train/resumed_from_step": final.get("resumed_from_step"), "train/label_smoothing": smoothing,
-        "data/train_pairs": len(train_pairs), "data/eval_pairs": len(eval_pairs)}
+        "data/train_pairs": len(train_pairs), "data/eval_pairs": len(eval_pairs),
+        "data/heldout_pairs_dropped": heldout_dropped}
     outputs = ["model", "metrics.json", "metrics.jsonl"]
-    prompts = cfg.eval.prompts if cfg.eval.prompts is not None else (0 if cfg.data.format == "hh" else 200)
-    if prompts > 0:
+    if prompts:
         report = _evaluate(cfg, prompts, target, base, run)
         atomic_write_json(run.path("eval.json"), report)
         metrics.update({f"eval/{k}": v for k, v in report["summary"].items()})
@@ -218,33 +166,20 @@ def _train(cfg: DPOConfig, run: StageRun, pairs: list[PreferencePair], summary: 
     return run.dir
 
 
-def _evaluate(cfg: DPOConfig, n_prompts: int, policy_dir: Path, reference: str, run: StageRun) -> dict[str, Any]:
-    """Gold-rubric win rate of the DPO policy over the reference on held-out demo prompts."""
-    from rlhf.eval.stats import compare_scores
-    from rlhf.rollout import SamplingParams, TransformersRolloutEngine
-    from rlhf.utils.callables import load_callable
-    from rlhf.world.demo import generate_prompts
+def _evaluate(cfg: DPOConfig, prompts: list[str], policy_dir: Path, reference: str, run: StageRun) -> dict[str, Any]:
+    """Rubric win rate of the DPO policy over the reference on the held-out prompts; writes samples.jsonl."""
+    from rlhf.rollout import TransformersRolloutEngine
 
-    rubric = load_callable(cfg.eval.rubric)
-    prompts = [p.text for p in generate_prompts(n_prompts, seed=cfg.run.seed + 10_000)]
     replies = {}
     for name, path in (("dpo", str(policy_dir)), ("reference", reference)):
         engine = TransformersRolloutEngine.from_pretrained(path, dtype=cfg.model.dtype, device=cfg.model.device)
-        params = SamplingParams(temperature=cfg.eval.temperature, max_new_tokens=cfg.eval.max_new_tokens)
-        replies[name] = engine.generate(prompts, params, seed=cfg.run.seed)
+        replies[name] = [r.text for r in engine.generate(prompts, cfg.eval.sampling.params(), seed=cfg.run.seed)]
         del engine
-    gold = {name: [float(rubric(p, r.text)) for p, r in zip(prompts, rs)] for name, rs in replies.items()}
-    comparison = compare_scores(gold["dpo"], gold["reference"], n_boot=max(cfg.eval.bootstrap, 1), seed=cfg.run.seed)
-    summary = {"win_rate": comparison.win_rate, "gold_mean": statistics.fmean(gold["dpo"]),
-               "reference_gold_mean": statistics.fmean(gold["reference"]),
-               "tie_rate": sum(a == b for a, b in zip(gold["dpo"], gold["reference"])) / len(prompts),
-               "reply_words": statistics.fmean(len(r.text.split()) for r in replies["dpo"]),
-               "reference_reply_words": statistics.fmean(len(r.text.split()) for r in replies["reference"])}
-    if cfg.eval.bootstrap:
-        summary.update(win_rate_low=comparison.bootstrap.low, win_rate_high=comparison.bootstrap.high)
-    rows = "".join(json.dumps({"prompt": p, "dpo": a.text, "reference": b.text, "gold_dpo": ga, "gold_reference": gb})
-                   + "\n" for p, a, b, ga, gb in zip(prompts, replies["dpo"], replies["reference"], gold["dpo"],
-                                                     gold["reference"]))
-    atomic_write_text(run.path("samples.jsonl"), rows)
-    return {"summary": summary, "prompts": len(prompts), "temperature": cfg.eval.temperature,
+    gold = {name: score_replies(prompts, texts, cfg.eval.rubric) for name, texts in replies.items()}
+    summary = heldout_comparison(gold["dpo"], gold["reference"], n_boot=cfg.eval.bootstrap, seed=cfg.run.seed)
+    summary.update(reply_words=statistics.fmean(len(text.split()) for text in replies["dpo"]),
+                   reply_words_baseline=statistics.fmean(len(text.split()) for text in replies["reference"]))
+    write_samples(run.path("samples.jsonl"), prompts, replies["dpo"], gold["dpo"], replies["reference"],
+                  gold["reference"])
+    return {"summary": summary, "prompts": len(prompts), "sampling": cfg.eval.sampling.model_dump(),
             "reference": reference}

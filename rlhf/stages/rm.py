@@ -10,8 +10,9 @@ Loss (TRL ``RewardTrainer``): ``-log sigmoid(r_c - r_r - m)`` per pair, where th
 gap) or ``scale * margin`` (``strength``: the snapshot's preference strength); plus optionally
 ``center_rewards_coefficient * mean((r_c + r_r)^2)`` to keep rewards near zero (Eisenstein et al. 2023).
 The model is a sequence classifier with one output on top of ``model.name_or_path`` (usually the SFT
-policy); LoRA and DeepSpeed ZeRO come from the config. Training runs on ``ray.num_workers`` Ray Train
-workers (:mod:`rlhf.trainers.ray_train`) and resumes from the newest complete checkpoint after a crash.
+policy); LoRA and DeepSpeed ZeRO come from the config. Training runs on ``resources.num_workers`` Ray Train
+workers (:mod:`rlhf.trainers.ray_train`) and resumes from the newest complete checkpoint after a crash. The
+config model is :class:`rlhf.configs.rm.RMConfig`.
 
 Outputs (in ``runs/rm/<name>-<fingerprint>/``): ``model/`` (weights, tokenizer and ``reward_stats.json``:
 mean and std of rewards on training responses, which PPO uses to normalise rewards), ``eval.json`` (held-out
@@ -26,116 +27,18 @@ import os
 import random
 import shutil
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field, model_validator
-
+from rlhf.configs.rm import RMConfig
 from rlhf.core.artifacts import StageRun, atomic_write_json, hash_path
-from rlhf.core.config import RunConfig, StrictModel
 from rlhf.core.errors import UserError
 from rlhf.core.runs import open_stage
 from rlhf.data.pairs import PreferencePair, demo_pairs, pairs_from_hh, read_pairs, split_pairs, write_pairs
-from rlhf.models.config import ModelConfig
 from rlhf.models.reward import REWARD_STATS_FILE, chat_ids, reward_scores
-from rlhf.trainers.hf import DeepSpeedSettings, deepspeed_dict, last_complete_checkpoint
-from rlhf.trainers.ray_train import RaySettings, per_device_batch_size, run_on_ray, trainer_arguments, trl_worker
+from rlhf.trainers.hf import deepspeed_dict, last_complete_checkpoint
+from rlhf.trainers.ray_train import per_device_batch_size, run_on_ray, trainer_arguments, trl_worker
 
 __all__ = ["RMConfig", "prepare_pairs", "run_reward_model"]
-
-
-class PairsDataConfig(StrictModel):
-    """Where the preference pairs come from and how they are split."""
-
-    path: str | None = Field(None, description="pairs snapshot folder (or its pairs.jsonl), or an HH-RLHF "
-                             ".jsonl(.gz) with format=hh; omit for demo-world pairs")
-    format: Literal["pairs", "hh"] = Field("pairs", description="'pairs' snapshot or 'hh' (Anthropic HH-RLHF)")
-    eval_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of prompts held out (pairs without split)")
-    max_train_pairs: int | None = Field(None, ge=1, description="keep at most this many training pairs (seeded)")
-    demo_prompts: int = Field(1000, ge=1, description="demo world: prompts to rank")
-    demo_candidates: int = Field(4, ge=2, description="demo world: candidate replies per prompt")
-    demo_annotators: int = Field(3, ge=1, description="demo world: simulated honest annotators per prompt")
-    demo_noise: float = Field(0.0, ge=0.0, description="demo world: std of each annotator's scoring noise")
-
-    @model_validator(mode="after")
-    def _check(self) -> PairsDataConfig:
-        demo_keys = {k for k in self.model_fields_set if k.startswith("demo_")}
-        if self.path is not None and demo_keys:
-            raise ValueError(f"data.{min(demo_keys)} only applies without data.path; remove one of them")
-        if self.format == "hh" and self.path is None:
-            raise ValueError("data.format=hh needs data.path (an HH-RLHF .jsonl or .jsonl.gz file)")
-        return self
-
-
-class RMLossConfig(StrictModel):
-    """Bradley-Terry loss options."""
-
-    margin: Literal["none", "agreement", "strength"] = Field("none", description="margin in the loss: none, "
-                                                             "scale*(2*agreement-1), or scale*snapshot margin")
-    margin_scale: float = Field(1.0, ge=0.0, description="multiplier of the margin")
-    center_rewards_coefficient: float | None = Field(None, ge=0.0, description="weight of mean((r_c+r_r)^2) "
-                                                     "keeping rewards centred (e.g. 0.01); omit for none")
-
-
-class PreferenceTrainConfig(StrictModel):
-    """Optimisation settings (the batch is global: split over Ray workers and accumulation steps)."""
-
-    lr: float = Field(1e-4, gt=0, description="peak learning rate")
-    epochs: float = Field(1.0, gt=0, description="passes over the training pairs (ignored when max_steps > 0)")
-    max_steps: int = Field(-1, description="stop after this many optimiser steps (-1: use epochs)")
-    batch_size: int = Field(32, ge=1, description="global batch of pairs per optimiser step")
-    grad_accum: int = Field(1, ge=1, description="gradient accumulation steps")
-    max_length: int = Field(256, ge=16, description="longest tokenised prompt+reply; longer pairs are dropped")
-    warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0, description="linear warm-up share of the steps")
-    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay")
-    lr_scheduler: Literal["cosine", "linear", "constant"] = Field("cosine", description="learning-rate schedule")
-    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
-    logging_steps: int = Field(10, ge=1, description="log every N steps")
-    save_steps: int = Field(50, ge=1, description="checkpoint every N steps (resume point after a crash)")
-    eval_steps: int = Field(0, ge=0, description="log the loss on held-out pairs every N steps (0: not during "
-                            "training)")
-
-
-class RMEvalConfig(StrictModel):
-    """Evaluation written to eval.json after training."""
-
-    agreement_edges: list[float] = Field([0.5, 0.7, 0.9, 1.0], description="agreement bucket edges (lo, hi]")
-    calibration_bins: int = Field(10, ge=1, description="probability bins of the ECE")
-    stats_max_responses: int = Field(2000, ge=10, description="training responses scored for reward_stats.json")
-    best_of_n: list[int] = Field([1, 2, 4, 8, 16], description="n values of the best-of-n curve (divide the largest)")
-    best_of_n_prompts: int | None = Field(None, ge=0, description="held-out demo-world prompts of the best-of-n "
-                                          "curve, each with demo-world candidates (default 64; 0 with format=hh)")
-    batch_size: int = Field(64, ge=1, description="scoring batch size")
-
-    @model_validator(mode="after")
-    def _check(self) -> RMEvalConfig:
-        if self.best_of_n and any(max(self.best_of_n) % n for n in self.best_of_n):
-            raise ValueError(f"eval.best_of_n values must divide the largest one, got {self.best_of_n}")
-        return self
-
-
-class RMConfig(StrictModel):
-    """Reward-model training on preference pairs."""
-
-    stage: Literal["rm"] = "rm"
-    run: RunConfig = Field(default_factory=RunConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    data: PairsDataConfig = Field(default_factory=PairsDataConfig)
-    loss: RMLossConfig = Field(default_factory=RMLossConfig)
-    train: PreferenceTrainConfig = Field(default_factory=PreferenceTrainConfig)
-    deepspeed: DeepSpeedSettings = Field(default_factory=DeepSpeedSettings)
-    ray: RaySettings = Field(default_factory=RaySettings)
-    eval: RMEvalConfig = Field(default_factory=RMEvalConfig)
-
-    @model_validator(mode="after")
-    def _check(self) -> RMConfig:
-        if self.model.lora.enabled and self.deepspeed.zero_stage == 3:
-            raise ValueError("model.lora.enabled with deepspeed.zero_stage=3 is not supported; use zero_stage 0-2")
-        if self.data.format == "hh" and self.loss.margin == "strength":
-            raise ValueError("loss.margin=strength needs pair strengths, which data.format=hh lacks; use none")
-        if self.data.format == "hh" and self.eval.best_of_n_prompts:
-            raise ValueError("eval.best_of_n_prompts needs the demo world; set it to 0 with data.format=hh")
-        per_device_batch_size(self.train.batch_size, self.ray.num_workers, self.train.grad_accum)
-        return self
 
 
 def prepare_pairs(path: str | None, fmt: str, root: str, seed: int, *, demo_prompts: int, demo_candidates: int,
@@ -234,11 +137,11 @@ def _train(cfg: RMConfig, run: StageRun, pairs: list[PreferencePair], summary: d
     shutil.rmtree(staging, ignore_errors=True)
     args = trainer_arguments(
         output_dir=ckpt_dir, lr=cfg.train.lr, epochs=cfg.train.epochs, max_steps=cfg.train.max_steps,
-        per_device_batch=per_device_batch_size(cfg.train.batch_size, cfg.ray.num_workers, cfg.train.grad_accum),
+        per_device_batch=per_device_batch_size(cfg.train.batch_size, cfg.resources.num_workers, cfg.train.grad_accum),
         grad_accum=cfg.train.grad_accum, warmup_ratio=cfg.train.warmup_ratio, weight_decay=cfg.train.weight_decay,
         lr_scheduler=cfg.train.lr_scheduler, max_grad_norm=cfg.train.max_grad_norm,
         logging_steps=cfg.train.logging_steps, save_steps=cfg.train.save_steps, eval_steps=cfg.train.eval_steps,
-        seed=cfg.run.seed, use_gpu=cfg.ray.use_gpu, bf16=cfg.model.dtype == "bfloat16",
+        seed=cfg.run.seed, use_gpu=cfg.resources.use_gpu, bf16=cfg.model.dtype == "bfloat16",
         deepspeed=deepspeed_dict(cfg.deepspeed))
     # Pairs are tokenised and length-filtered above, so the trainer neither re-tokenises nor filters.
     args.update(max_length=None, center_rewards_coefficient=cfg.loss.center_rewards_coefficient)
@@ -249,7 +152,7 @@ def _train(cfg: RMConfig, run: StageRun, pairs: list[PreferencePair], summary: d
         "resume": str(resume) if resume else None, "model_dir": str(staging),
         "metrics": str(run.path("metrics.jsonl")), "tensorboard": str(run.path("tensorboard")),
     }
-    final = run_on_ray(trl_worker, {**payload, "trainer": "reward"}, cfg.ray, storage=run.path("ray"), name="rm")
+    final = run_on_ray(trl_worker, {**payload, "trainer": "reward"}, cfg.resources, storage=run.path("ray"), name="rm")
     target = run.path("model")
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)

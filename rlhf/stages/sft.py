@@ -3,8 +3,11 @@
 Reads a prompt-completion corpus (the demo world's by default, or a JSONL file with ``prompt`` and
 ``completion``), trains on completions only with the model's chat template, checkpoints every
 ``train.save_steps`` steps into the run folder and resumes from the last complete checkpoint after a
-crash. After training it samples replies to held-out demo prompts and scores them with the gold rubric,
-reporting the spread of scores (``sft/gold_*``) that later stages improve on.
+crash. After training it samples replies to the held-out prompts of the shared evaluation
+(:mod:`rlhf.eval.heldout`: the ``eval`` section, the same prompts DPO and PPO evaluate with the same
+``run.seed``) and scores them with the rubric, reporting the spread of scores (``sft/gold_*``) that later
+stages improve on. Corpus examples whose prompt is held out are left out of training. The config model is
+:class:`rlhf.configs.sft.SFTConfig`.
 
 Outputs (in ``runs/sft/<name>-<fingerprint>/``): ``model/`` (weights + tokenizer), ``samples.jsonl``,
 ``metrics.json``, ``metrics.jsonl`` + ``tensorboard/`` (``train/*`` from the trainer), ``manifest.json``.
@@ -17,70 +20,15 @@ import math
 import os
 import shutil
 from pathlib import Path
-from typing import Literal
 
-from pydantic import Field, model_validator
-
+from rlhf.configs.sft import SFTConfig
 from rlhf.core.artifacts import StageRun, atomic_write_json, atomic_write_text, hash_path
-from rlhf.core.config import RunConfig, StrictModel
 from rlhf.core.errors import UserError
 from rlhf.core.runs import open_stage
-from rlhf.models.config import ModelConfig
-from rlhf.trainers.hf import DeepSpeedSettings, deepspeed_dict, last_complete_checkpoint, save_model
+from rlhf.eval.heldout import gold_summary, heldout_prompts, prompt_file, score_replies, write_samples
+from rlhf.trainers.hf import deepspeed_dict, last_complete_checkpoint, save_model
 
 __all__ = ["SFTConfig", "run_sft"]
-
-
-class SFTDataConfig(StrictModel):
-    """The training corpus."""
-
-    path: str | None = Field(None, description="JSONL with 'prompt' and 'completion' (text); omit for the demo world")
-    demo_examples: int = Field(6000, ge=10, description="demo-world examples when no path is given")
-    demo_good_fraction: float = Field(0.5, ge=0.0, le=1.0, description="per-axis chance of a good reply in the demo corpus")
-
-
-class SFTTrainConfig(StrictModel):
-    """Optimisation settings."""
-
-    lr: float = Field(2e-3, gt=0, description="peak learning rate")
-    epochs: float = Field(3.0, gt=0, description="passes over the corpus (ignored when max_steps > 0)")
-    max_steps: int = Field(-1, description="stop after this many optimiser steps (-1: use epochs)")
-    batch_size: int = Field(32, ge=1, description="per-device batch size")
-    grad_accum: int = Field(1, ge=1, description="gradient accumulation steps")
-    max_length: int = Field(192, ge=16, description="longest tokenised example; longer ones are truncated")
-    warmup_ratio: float = Field(0.05, ge=0.0, lt=1.0, description="linear warm-up share of the steps")
-    weight_decay: float = Field(0.0, ge=0.0, description="AdamW weight decay")
-    lr_scheduler: Literal["cosine", "linear", "constant"] = Field("cosine", description="learning-rate schedule")
-    max_grad_norm: float = Field(1.0, gt=0, description="gradient clipping norm")
-    logging_steps: int = Field(10, ge=1, description="log every N steps")
-    save_steps: int = Field(100, ge=1, description="checkpoint every N steps (resume point after a crash)")
-
-
-class SFTSampleConfig(StrictModel):
-    """Samples drawn after training to report the gold-score spread."""
-
-    prompts: int = Field(64, ge=0, description="held-out demo prompts to sample (0: skip)")
-    max_new_tokens: int = Field(96, ge=1, description="longest sampled reply")
-    temperature: float = Field(1.0, ge=0.0, description="sampling temperature (0: greedy)")
-    rubric: str | None = Field("rlhf.world.demo:gold_rubric", description="module:function scoring (prompt, reply)")
-
-
-class SFTConfig(StrictModel):
-    """Supervised fine-tuning of the base policy."""
-
-    stage: Literal["sft"] = "sft"
-    run: RunConfig = Field(default_factory=RunConfig)
-    model: ModelConfig = Field(default_factory=ModelConfig)
-    data: SFTDataConfig = Field(default_factory=SFTDataConfig)
-    train: SFTTrainConfig = Field(default_factory=SFTTrainConfig)
-    deepspeed: DeepSpeedSettings = Field(default_factory=DeepSpeedSettings)
-    sample: SFTSampleConfig = Field(default_factory=SFTSampleConfig)
-
-    @model_validator(mode="after")
-    def _check(self) -> SFTConfig:
-        if self.data.path is not None and "demo_examples" in self.data.model_fields_set:
-            raise ValueError("data.demo_examples only applies without data.path; remove one of them")
-        return self
 
 
 def _demo_corpus_file(cfg: SFTConfig) -> Path:
@@ -136,15 +84,23 @@ def run_sft(cfg: SFTConfig) -> Path:
     if not corpus_path.is_file():
         raise UserError(f"data.path {corpus_path} does not exist; point it at a JSONL corpus or omit it")
     base = resolve_model_path(cfg.model.name_or_path, cfg.model.tiny)
-    run = open_stage(cfg, inputs={"corpus": corpus_path, "base_model": base})
+    inputs: dict[str, str | Path] = {"corpus": corpus_path, "base_model": base}
+    try:
+        prompts = heldout_prompts(cfg.eval, cfg.run.seed)
+    except FileNotFoundError as err:
+        raise UserError(f"eval.path: {err}") from None
+    if prompts and cfg.eval.path:
+        inputs["eval_prompts"] = prompt_file(cfg.eval.path, "eval")
+    run = open_stage(cfg, inputs=inputs)
     if run.complete:
         print(f"sft: up to date, skipping ({run.dir})")
         return run.dir
     with run.lock():
-        return _train(cfg, run, corpus_path, base, load_model, load_tokenizer, pick_device)
+        return _train(cfg, run, corpus_path, base, prompts, load_model, load_tokenizer, pick_device)
 
 
-def _train(cfg: SFTConfig, run: StageRun, corpus_path: Path, base: str, load_model, load_tokenizer, pick_device) -> Path:
+def _train(cfg: SFTConfig, run: StageRun, corpus_path: Path, base: str, prompts: list[str], load_model,
+           load_tokenizer, pick_device) -> Path:
     from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
 
@@ -152,7 +108,12 @@ def _train(cfg: SFTConfig, run: StageRun, corpus_path: Path, base: str, load_mod
     from rlhf.utils.trainer_logging import JsonlMetricsCallback
 
     seed_everything(cfg.run.seed)
-    rows = _read_corpus(corpus_path)
+    corpus = _read_corpus(corpus_path)
+    held = set(prompts)
+    rows = [row for row in corpus if row["prompt"] not in held]
+    if not rows:
+        raise UserError(f"every example of {corpus_path} has a held-out prompt; point data.path at other "
+                        "examples or eval.path at other held-out prompts")
     tokenizer = load_tokenizer(base)
     model = load_model(base, "policy", dtype=cfg.model.dtype, device=cfg.model.device)
     device = pick_device(cfg.model.device)
@@ -205,10 +166,11 @@ def _train(cfg: SFTConfig, run: StageRun, corpus_path: Path, base: str, load_mod
 
     metrics = {"train/global_step": trainer.state.global_step,
                "train/final_loss": _last_loss(trainer.state.log_history),
-               "data/examples": len(rows), "data/corpus_sha256": hash_path(corpus_path)}
+               "data/examples": len(rows), "data/heldout_examples_dropped": len(corpus) - len(rows),
+               "data/corpus_sha256": hash_path(corpus_path)}
     outputs = ["model", "metrics.json", "metrics.jsonl"]
-    if cfg.sample.prompts > 0 and cfg.sample.rubric:
-        metrics.update(_sample_and_score(cfg, trained, tokenizer, run))
+    if prompts:
+        metrics.update(_sample_and_score(cfg, prompts, trained, tokenizer, run))
         outputs.append("samples.jsonl")
     atomic_write_json(run.path("metrics.json"), metrics)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
@@ -222,28 +184,14 @@ def _last_loss(history: list[dict]) -> float:
     return float(losses[-1]) if losses else math.nan
 
 
-def _sample_and_score(cfg: SFTConfig, model, tokenizer, run: StageRun) -> dict[str, float]:
-    """Sample replies to held-out demo prompts and summarise their rubric scores."""
-    import statistics
+def _sample_and_score(cfg: SFTConfig, prompts: list[str], model, tokenizer, run: StageRun) -> dict[str, float]:
+    """Sample replies to the held-out prompts, write samples.jsonl and summarise their rubric scores."""
+    from rlhf.rollout import TransformersRolloutEngine
 
-    from rlhf.rollout import SamplingParams, TransformersRolloutEngine
-    from rlhf.utils.callables import load_callable
-    from rlhf.world.demo import generate_prompts
-
-    rubric = load_callable(cfg.sample.rubric)
-    prompts = [p.text for p in generate_prompts(cfg.sample.prompts, seed=cfg.run.seed + 10_000)]
     engine = TransformersRolloutEngine(model, tokenizer)
-    params = SamplingParams(temperature=cfg.sample.temperature, max_new_tokens=cfg.sample.max_new_tokens)
-    replies = engine.generate(prompts, params, seed=cfg.run.seed)
-    scores = [float(rubric(p, r.text)) for p, r in zip(prompts, replies)]
-    lines = "".join(json.dumps({"prompt": p, "reply": r.text, "gold": s, "finished": r.finished}) + "\n"
-                    for p, r, s in zip(prompts, replies, scores))
-    atomic_write_text(run.path("samples.jsonl"), lines)
-    return {
-        "sft/gold_mean": statistics.fmean(scores),
-        "sft/gold_std": statistics.pstdev(scores),
-        "sft/gold_min": min(scores),
-        "sft/gold_max": max(scores),
-        "sft/gold_levels": len({round(s, 2) for s in scores}),
-        "sft/finished_rate": sum(r.finished for r in replies) / len(replies),
-    }
+    replies = engine.generate(prompts, cfg.eval.sampling.params(), seed=cfg.run.seed)
+    texts = [reply.text for reply in replies]
+    scores = score_replies(prompts, texts, cfg.eval.rubric)
+    write_samples(run.path("samples.jsonl"), prompts, texts, scores)
+    return {**{f"sft/{key}": value for key, value in gold_summary(scores).items()},
+            "sft/finished_rate": sum(reply.finished for reply in replies) / len(replies)}

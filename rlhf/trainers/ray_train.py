@@ -1,14 +1,15 @@
 """Run a TRL (Hugging Face ``Trainer``) training function as Ray Train workers.
 
 The reward-model and DPO stages share this launcher, so one command goes from one CPU worker to N GPU
-workers by changing ``ray.num_workers`` / ``ray.use_gpu``:
+workers by changing ``resources.num_workers`` / ``resources.worker.num_gpus``:
 
-* the driver connects to the cluster named by ``ray.address`` or ``$RAY_ADDRESS``, or starts a small local
-  one (``num_cpus`` = what the workers need, at least 2; no dashboard; a capped object store);
-* ``ray.train.torch.TorchTrainer`` starts ``num_workers`` actors with ``ScalingConfig(num_workers, use_gpu)``
-  and sets up the torch process group on them (gloo on CPU, NCCL on GPU) before calling the training
-  function with a plain ``payload`` dict; the HF Trainer (and DeepSpeed, which reuses that process group)
-  then shards batches with a distributed sampler;
+* the driver connects to the cluster named by ``resources.address`` or ``$RAY_ADDRESS``, or starts a small
+  local one (``num_cpus`` = what the workers need, at least 2; no dashboard; a capped object store);
+* ``ray.train.torch.TorchTrainer`` starts ``num_workers`` actors with
+  ``ScalingConfig(num_workers, use_gpu, resources_per_worker=resources.worker)`` and sets up the torch
+  process group on them (gloo on CPU, NCCL on GPU) before calling the training function with a plain
+  ``payload`` dict; the HF Trainer (and DeepSpeed, which reuses that process group) then shards batches
+  with a distributed sampler;
 * inside a worker, :func:`train_in_worker` wraps the trainer with
   ``ray.train.huggingface.transformers.prepare_trainer``, trains (resuming from the checkpoint the driver
   found), saves the final weights and reports the final metrics with ``ray.train.report`` from every
@@ -24,6 +25,7 @@ each worker gets ``global / (workers * grad_accum)`` so 1 and N workers optimise
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -31,41 +33,54 @@ from typing import Any
 
 from pydantic import Field
 
-from rlhf.core.cluster import connect_ray, worker_env
-from rlhf.core.config import StrictModel
+from rlhf.core.cluster import ClusterSettings, RoleResources, connect_ray, worker_env
 from rlhf.core.errors import UserError
 
 __all__ = [
-    "RaySettings",
+    "TrainerResources",
     "per_device_batch_size",
     "run_on_ray",
+    "scaling_config",
     "train_in_worker",
     "trainer_arguments",
     "trl_worker",
     "worker_rank",
 ]
 
-class RaySettings(StrictModel):
-    """Where and on how many Ray Train workers the trainer runs."""
 
-    address: str | None = Field(None, description="Ray cluster to join (e.g. ray://head:10001 or auto); "
-                                "omit to use $RAY_ADDRESS or start a local one")
+class TrainerResources(ClusterSettings):
+    """The ``resources`` section of the RM and DPO stages: how many Ray Train workers, what each reserves
+    (and, from :class:`~rlhf.core.cluster.ClusterSettings`, which Ray cluster)."""
+
     num_workers: int = Field(1, ge=1, description="Ray Train workers (data-parallel ranks)")
-    use_gpu: bool = Field(False, description="one GPU per worker (NCCL); false trains on CPU with gloo")
-    cpus_per_worker: int = Field(1, ge=1, description="CPU cores reserved per worker (sets its torch threads)")
-    object_store_mb: int = Field(300, ge=80, description="object store size of a locally started Ray (MiB)")
+    worker: RoleResources = Field(default_factory=RoleResources,
+                                  description="per worker: num_cpus (also its torch threads), num_gpus (> 0 "
+                                  "trains on GPU with NCCL, 0 on CPU with gloo), custom Ray resources")
+
+    @property
+    def use_gpu(self) -> bool:
+        """Whether the workers train on GPUs (any GPU reserved per worker)."""
+        return self.worker.num_gpus > 0
 
 
 def per_device_batch_size(global_batch: int, num_workers: int, grad_accum: int) -> int:
     """Per-worker micro-batch that keeps the optimiser batch at ``global_batch`` whatever the worker count."""
     shards = num_workers * grad_accum
     if global_batch % shards:
-        raise ValueError(f"train.batch_size ({global_batch}) must be divisible by ray.num_workers x train.grad_accum "
-                         f"({num_workers} x {grad_accum}); change one of them")
+        raise ValueError(f"train.batch_size ({global_batch}) must be divisible by resources.num_workers x "
+                         f"train.grad_accum ({num_workers} x {grad_accum}); change one of them")
     return global_batch // shards
 
 
-def run_on_ray(train_fn: Callable[[dict[str, Any]], None], payload: dict[str, Any], settings: RaySettings,
+def scaling_config(settings: TrainerResources):
+    """Ray Train's ``ScalingConfig`` of ``settings``: ``num_workers`` workers, each reserving ``settings.worker``."""
+    from ray.train import ScalingConfig
+
+    return ScalingConfig(num_workers=settings.num_workers, use_gpu=settings.use_gpu,
+                         resources_per_worker=settings.worker.as_dict())
+
+
+def run_on_ray(train_fn: Callable[[dict[str, Any]], None], payload: dict[str, Any], settings: TrainerResources,
                storage: Path, name: str) -> dict[str, Any]:
     """Run ``train_fn(payload)`` on ``settings.num_workers`` Ray Train workers; returns rank 0's final metrics.
 
@@ -73,17 +88,23 @@ def run_on_ray(train_fn: Callable[[dict[str, Any]], None], payload: dict[str, An
     Train keeps only metrics reported with a checkpoint in its result).
     """
     import ray
-    from ray.train import RunConfig, ScalingConfig
+    from ray.train import RunConfig
     from ray.train.torch import TorchTrainer
 
     from rlhf.core.paths import share_torch_extensions
 
     # DeepSpeed's compiled ops are cached here and reused by every worker and later run.
     share_torch_extensions()
-    started = connect_ray(settings.address, settings.num_workers * settings.cpus_per_worker,
+    worker = settings.worker
+    started = connect_ray(settings.address, math.ceil(settings.num_workers * worker.num_cpus),
                           settings.object_store_mb)
+    if started and worker.custom:
+        ray.shutdown()
+        raise UserError(f"resources.worker.custom asks for {sorted(worker.custom)}, which a locally started Ray "
+                        "does not have; set resources.address (or $RAY_ADDRESS) to a cluster that advertises "
+                        "them, or remove resources.worker.custom")
     env = worker_env()
-    env["OMP_NUM_THREADS"] = str(settings.cpus_per_worker)
+    env["OMP_NUM_THREADS"] = str(worker.threads)
     # Ray Train's print patch also logs text that libraries print into a captured stdout (datasets hashing a
     # function through dill prints its disassembly there); plain stdout reaches the driver all the same.
     env["RAY_TRAIN_ENABLE_PRINT_PATCH"] = "0"
@@ -92,8 +113,7 @@ def run_on_ray(train_fn: Callable[[dict[str, Any]], None], payload: dict[str, An
     trainer = TorchTrainer(
         train_fn,
         train_loop_config={**payload, "result_file": str(result_file)},
-        scaling_config=ScalingConfig(num_workers=settings.num_workers, use_gpu=settings.use_gpu,
-                                     resources_per_worker={"CPU": settings.cpus_per_worker}),
+        scaling_config=scaling_config(settings),
         run_config=RunConfig(name=name, storage_path=str(Path(storage).resolve()),
                              worker_runtime_env={"env_vars": env}),
     )
