@@ -95,9 +95,11 @@ def _free(device: str) -> None:
 def _learner(path: str, args: argparse.Namespace, zero_stage: int, micro: int, accum: int, lr: float = 1e-6):
     from rlhf.roles.learner import PolicyLearner
     from rlhf.trainers.deepspeed_engine import LearnerSpec
+    from rlhf.trainers.hf import DeepSpeedSettings
     from rlhf.utils.distributed import free_port
 
-    spec = LearnerSpec(model_path=path, dtype=args.dtype, device=args.device, lr=lr, zero_stage=zero_stage,
+    spec = LearnerSpec(model_path=path, dtype=args.dtype, device=args.device, lr=lr,
+                       deepspeed=DeepSpeedSettings(zero_stage=zero_stage),
                        micro_batch_size=micro, grad_accum_steps=accum, gradient_checkpointing=args.checkpointing,
                        threads=os.cpu_count() or 1)
     learner = PolicyLearner(spec, rank=0, world_size=1, backend="nccl" if args.device == "cuda" else "gloo")
@@ -121,7 +123,7 @@ def _random_batch(learner, batch: int, prompt: int, response: int, seed: int):
 
 
 def section_learner(path: str, args: argparse.Namespace) -> list[dict]:
-    from rlhf.roles.learner import PolicyLossSettings
+    from rlhf.rl import PolicyLossSettings
     from rlhf.trainers.modeling import unwrap
     from rlhf.utils.flops import decoder_flops_per_token, mfu, non_embedding_parameters, peak_tflops
 
@@ -164,7 +166,7 @@ def section_learner(path: str, args: argparse.Namespace) -> list[dict]:
 
 def _engine(kind: str, path: str, args: argparse.Namespace, batch_size: int = 64):
     from rlhf.rollout import open_engine
-    from rlhf.rollout.vllm_engine import VLLMSettings
+    from rlhf.rollout.vllm_settings import VLLMSettings
 
     if kind == "vllm":
         return open_engine("vllm", path, args.dtype, args.device,
@@ -231,7 +233,7 @@ def section_rollout(path: str, args: argparse.Namespace) -> list[dict]:
 
 
 def section_sync(path: str, args: argparse.Namespace) -> list[dict]:
-    from rlhf.roles.learner import PolicyLossSettings
+    from rlhf.rl import PolicyLossSettings
     from rlhf.roles.weight_sync import probe_difference
     from rlhf.rollout import SamplingParams
 

@@ -7,11 +7,13 @@ import pytest
 import torch
 
 from rlhf.models.config import LoraSettings, TinyModelConfig
-from rlhf.roles.learner import CriticLearner, PolicyLearner, PolicyLossSettings, RankStats, merge_rank_stats
+from rlhf.rl import PolicyLossSettings
+from rlhf.roles.learner import CriticLearner, PolicyLearner, RankStats, mean_stats, merge_rank_stats
 from rlhf.roles.weight_sync import WeightSyncError, check_probe
 from rlhf.rollout import SamplingParams, TransformersRolloutEngine
 from rlhf.rollout.containers import Batch, Rollout
 from rlhf.trainers.deepspeed_engine import LearnerSpec
+from rlhf.trainers.hf import DeepSpeedSettings
 from rlhf.utils.distributed import free_port
 
 pytestmark = pytest.mark.slow
@@ -32,9 +34,10 @@ def rollout(tiny_path) -> Rollout:
     return Rollout.from_samples(samples, engine.tokenizer.pad_token_id, n=4)
 
 
-def _policy(path: str, **overrides) -> PolicyLearner:
+def _policy(path: str, zero_stage: int | None = None, offload_optimizer: bool = False, **overrides) -> PolicyLearner:
     settings = {"device": "cpu", "lr": 1e-3, "micro_batch_size": 8, "grad_accum_steps": 1, **overrides}
-    spec = LearnerSpec(model_path=path, **settings)
+    deepspeed = DeepSpeedSettings(zero_stage=zero_stage, offload_optimizer=offload_optimizer)
+    spec = LearnerSpec(model_path=path, deepspeed=deepspeed, **settings)
     learner = PolicyLearner(spec, rank=0, world_size=1, backend="gloo")
     learner.setup("127.0.0.1", free_port())
     return learner
@@ -149,11 +152,15 @@ def test_bf16_learners_at_zero2_and_zero3_take_the_same_step(tiny_path, rollout)
         assert torch.equal(delta, steps[3][name]), name
 
 
-def test_offload_needs_the_right_zero_stage(tiny_path):
-    with pytest.raises(ValueError, match="offload_optimizer needs ZeRO stage 2 or 3"):
-        LearnerSpec(model_path=tiny_path, offload_optimizer=True, zero_stage=1)
-    with pytest.raises(ValueError, match="offload_params needs ZeRO stage 3"):
-        LearnerSpec(model_path=tiny_path, offload_params=True, zero_stage=2)
+def test_the_learner_reads_zero_and_offload_from_the_deepspeed_settings(tiny_path):
+    from rlhf.trainers.deepspeed_engine import ds_config
+
+    spec = LearnerSpec(model_path=tiny_path, deepspeed=DeepSpeedSettings(zero_stage=3, offload_optimizer=True,
+                                                                         offload_params=True))
+    zero = ds_config(spec, world_size=2)["zero_optimization"]
+    assert zero["stage"] == 3 and zero["offload_optimizer"]["device"] == "cpu" and zero["offload_param"]["device"] == "cpu"
+    plain = ds_config(LearnerSpec(model_path=tiny_path), world_size=1)["zero_optimization"]
+    assert plain == {"stage": 0}  # an unset stage is ZeRO 0: a learner always runs a DeepSpeed engine
 
 
 def test_importance_weights_scale_the_update(tiny_path, rollout):
@@ -233,3 +240,5 @@ def test_rank_stats_merge_by_tokens():
     a = RankStats(losses={"policy_loss": 0.25}, weighted={"clip_fraction": 0.5 * 10}, tokens=10, grad_norm=2.0)
     b = RankStats(losses={"policy_loss": 0.5}, weighted={"clip_fraction": 0.0 * 30}, tokens=30, grad_norm=2.0)
     assert merge_rank_stats([a, b]) == {"policy_loss": 0.75, "clip_fraction": 0.125, "grad_norm": 2.0}
+    # a step's mini-batches are averaged per statistic (the critic trains in warm-up steps, the policy may not)
+    assert mean_stats([{"loss": 1.0, "lr": 2.0}, {"loss": 3.0}], "train/") == {"train/loss": 2.0, "train/lr": 2.0}

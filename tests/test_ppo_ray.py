@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from rlhf.eval.heldout import heldout_prompts
 from rlhf.models.config import TinyModelConfig
 from rlhf.roles.weight_sync import WeightSyncError
 from rlhf.stages import load_config
@@ -20,8 +21,8 @@ pytestmark = pytest.mark.slow
 
 MIB = 1024 * 1024
 SMALL = ["rollout.prompts_per_step=4", "rollout.max_new_tokens=8", "learner.micro_batch_size=4",
-         "algorithm.mini_batch_size=8", "eval.prompts=4", "data.demo_prompts=16", "train.progress=false",
-         "learner.lr=1e-3"]
+         "algorithm.mini_batch_size=8", "eval.prompts=4", "eval.sampling.max_new_tokens=8", "data.demo_prompts=16",
+         "train.progress=false", "learner.lr=1e-3"]
 
 
 @pytest.fixture(scope="module")
@@ -65,11 +66,14 @@ def _rows(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
 
 
+def _config(root: Path, *overrides: str):
+    return load_config(None, [f"run.root={root}", *SMALL, *overrides], expect_stage="ppo")
+
+
 def _run(root: Path, *overrides: str) -> Path:
     from rlhf.stages.ppo import run_ppo
 
-    cfg = load_config(None, [f"run.root={root}", *SMALL, *overrides], expect_stage="ppo")
-    return run_ppo(cfg)  # type: ignore[arg-type]
+    return run_ppo(_config(root, *overrides))  # type: ignore[arg-type]
 
 
 def _changed(start: str, trained: Path) -> bool:
@@ -81,10 +85,11 @@ def _changed(start: str, trained: Path) -> bool:
 
 
 def test_ppo_with_reward_model_and_critic_on_two_learner_ranks(local_ray, tiny_path, reward_model, tmp_path):
-    run_dir = _run(tmp_path, f"reward.model={reward_model}", "train.steps=2", "train.save_steps=1",
-                   "rollout.n=2", "critic.lr=1e-3", "resources.learner_workers=2", "learner.zero_stage=2",
-                   "resources.policy.num_cpus=0.5", "resources.critic.num_cpus=0.5",
-                   "algorithm.rollout_correction=tis", "learner.gradient_checkpointing=true")
+    overrides = (f"reward.model={reward_model}", "train.steps=2", "train.save_steps=1", "rollout.n=2",
+                 "critic.lr=1e-3", "resources.learner_workers=2", "deepspeed.zero_stage=2",
+                 "resources.policy.num_cpus=0.5", "resources.critic.num_cpus=0.5",
+                 "algorithm.rollout_correction=tis", "learner.gradient_checkpointing=true")
+    run_dir = _run(tmp_path, *overrides)
     manifest = json.loads((run_dir / "manifest.json").read_text())
     assert {"model", "metrics.jsonl", "placement.json", "samples.jsonl"} <= set(manifest["outputs"])
     assert manifest["inputs"]["reward_model"]["path"].endswith("/model")
@@ -98,7 +103,14 @@ def test_ppo_with_reward_model_and_critic_on_two_learner_ranks(local_ray, tiny_p
                 "timing/sync"} <= set(row)
     # rewards are normalised with the stored statistics: reward = (score - 0.1) / 0.5
     assert rows[0]["rollout/reward_mean"] == pytest.approx((rows[0]["rollout/score_mean"] - 0.1) / 0.5, rel=1e-4)
-    assert "eval/win_rate" in rows[-1]
+    assert "eval/win_rate" in rows[-1] and 0 <= rows[-1]["eval/win_rate_low"] <= rows[-1]["eval/win_rate_high"] <= 1
+    # the held-out prompts are those every stage evaluates with this seed and eval section
+    cfg = _config(tmp_path, *overrides)
+    samples = [json.loads(line) for line in (run_dir / "samples.jsonl").read_text().splitlines()]
+    assert [s["prompt"] for s in samples] == heldout_prompts(cfg.eval, cfg.run.seed)
+    baseline = [json.loads(line) for line in (run_dir / "eval_baseline.jsonl").read_text().splitlines()]
+    assert [s["baseline_reply"] for s in samples] == [b["reply"] for b in baseline]
+    assert rows[-1]["eval/gold_mean"] == pytest.approx(sum(s["gold"] for s in samples) / len(samples))
     assert _changed(tiny_path, run_dir / "model")
     placement = json.loads((run_dir / "placement.json").read_text())
     assert len(placement["policy"]) == len(placement["critic"]) == 2
@@ -106,9 +118,9 @@ def test_ppo_with_reward_model_and_critic_on_two_learner_ranks(local_ray, tiny_p
 
 
 def test_a_skipped_weight_sync_fails_the_probe_check(local_ray, reward_model, tmp_path, monkeypatch):
-    import rlhf.stages.ppo as stage
+    from rlhf.roles import group
 
-    real_sync = stage.sync_weights
+    real_sync = group.sync_weights
     calls = []
 
     def skip_the_second(*args, **kwargs):
@@ -116,7 +128,7 @@ def test_a_skipped_weight_sync_fails_the_probe_check(local_ray, reward_model, tm
         if len(calls) != 2:
             real_sync(*args, **kwargs)
 
-    monkeypatch.setattr(stage, "sync_weights", skip_the_second)
+    monkeypatch.setattr(group, "sync_weights", skip_the_second)
     with pytest.raises(WeightSyncError, match="weight sync of step 2, rollout worker 0"):
         _run(tmp_path, f"reward.model={reward_model}", "algorithm.advantage=rloo", "rollout.n=2", "train.steps=3",
              "eval.prompts=0", "sync.method=object_store")

@@ -1,18 +1,18 @@
-"""The PPO stage's pure parts: config checks, reward shaping, advantage dispatch, the prompt stream,
-placement planning and checkpoint bookkeeping (no model, no Ray)."""
+"""The PPO stage's parts that need no model and no Ray: config checks, the training and held-out prompts,
+the roles' specs, the prompt stream, placement planning, splitting work over actors and checkpoint
+bookkeeping. (The RL math is tested in tests/test_rl_*.py.)"""
 
 from __future__ import annotations
 
 import json
-import math
 
 import pytest
-import torch
 
 from rlhf.core.config import ConfigError
+from rlhf.data.stream import DataPosition, PromptStream, derive_seed
+from rlhf.eval.heldout import heldout_prompts
 from rlhf.roles.checkpoint import (
     ControllerState,
-    DataPosition,
     checkpoint_folder,
     latest_checkpoint,
     load_controller_state,
@@ -21,10 +21,11 @@ from rlhf.roles.checkpoint import (
     save_controller_state,
     truncate_metrics,
 )
+from rlhf.roles.group import rows, split
 from rlhf.roles.launcher import ResourcesConfig, plan_bundles
 from rlhf.roles.weight_sync import WeightSyncError, check_probe
 from rlhf.stages import load_config
-from rlhf.stages.ppo import PromptStream, compute_advantages, derive_seed, normalise_rewards
+from rlhf.stages.ppo import role_specs, training_prompts
 
 
 def _load(*overrides: str):
@@ -37,7 +38,11 @@ def _load(*overrides: str):
     (["algorithm.mini_batch_size=12", "rollout.prompts_per_step=12", "learner.micro_batch_size=8"],
      "learner.micro_batch_size"),
     (["algorithm.advantage=rloo", "rollout.n=2", "critic.lr=1e-4"], "critic.* only applies"),
-    (["model.lora.enabled=true", "learner.zero_stage=3"], "zero_stage=3 is not supported"),
+    (["model.lora.enabled=true", "deepspeed.zero_stage=3"], "deepspeed.zero_stage=3 is not supported"),
+    (["deepspeed.offload_optimizer=true"], "deepspeed.offload_optimizer needs deepspeed.zero_stage 2 or 3"),
+    (["learner.zero_stage=2"], "unknown key 'zero_stage'"),
+    (["rollout.temperature=0"], "rollout.temperature must be > 0"),
+    (["eval.temperature=0.5"], "unknown key 'temperature'"),
     (["reward.model=/some/rm"], "exactly one of reward.model"),
     (["reward.normalize=true"], "reward.normalize uses a reward model"),
     (["critic.init_from=reward"], "critic.init_from=reward needs reward.model"),
@@ -55,45 +60,40 @@ def test_defaults_are_a_valid_ppo_config():
     assert cfg.uses_critic and cfg.algorithm.kl.placement == "reward"
 
 
-def test_normalise_rewards_uses_stored_stats_then_clips():
-    raw = torch.tensor([3.0, -1.0, 103.0])
-    assert normalise_rewards(raw, mean=1.0, std=2.0, clip=10.0).tolist() == [1.0, -1.0, 10.0]
-    assert normalise_rewards(raw, None, None, clip=None).tolist() == raw.tolist()
+def test_training_prompts_never_include_a_held_out_prompt(tmp_path):
+    cfg = _load("eval.prompts=8", "data.demo_prompts=64")
+    held = heldout_prompts(cfg.eval, cfg.run.seed)
+    assert len(held) == 8
+    train = training_prompts(cfg, held)
+    assert train and not set(train) & set(held)
+    # A prompt file that repeats held-out prompts: they are dropped from training, the rest kept in order.
+    path = tmp_path / "prompts.jsonl"
+    path.write_text("".join(json.dumps({"prompt": p}) + "\n" for p in ["mine 1", held[0], "mine 2", held[3]]))
+    assert training_prompts(_load(f"data.path={path}"), held) == ["mine 1", "mine 2"]
 
 
-def _advantages(name, scores, kl, beta=0.0, kl_in_reward=False, values=None, group=2, **kw):
-    mask = torch.ones_like(kl)
-    return compute_advantages(name, scores, kl, beta, kl_in_reward, mask, mask, group, values, **kw)
+def test_role_specs_read_the_config_in_one_place():
+    policy = "/models/sft"  # no file is read: the critic starts from the policy
+    cfg = _load("resources.learner_workers=2", "learner.micro_batch_size=4", "algorithm.mini_batch_size=16",
+                "resources.policy.num_cpus=3", "resources.rollout.num_cpus=0.5", "deepspeed.zero_stage=2",
+                "learner.lr=3e-4", "critic.lr=2e-3", "model.dtype=bfloat16")
+    specs = role_specs(cfg, policy)
+    assert (specs.policy.lr, specs.policy.grad_accum_steps, specs.policy.threads) == (3e-4, 2, 3)
+    assert specs.policy.deepspeed.zero_stage == 2 and specs.policy.zero_stage == 2 and specs.policy.dtype == "bfloat16"
+    assert specs.critic is not None and specs.critic.lr == 2e-3 and specs.critic_fresh_head  # no RM: from the policy
+    assert specs.critic.model_path == policy
+    assert (specs.rollout.model_path, specs.rollout.threads, specs.rollout.vllm) == (policy, 1, None)
+    assert specs.reward.function == "rlhf.world.demo:gold_rubric" and specs.reward.model is None
+    assert role_specs(_load("algorithm.advantage=grpo", "rollout.n=2"), policy).critic is None
+    assert role_specs(_load(), policy).policy.zero_stage == 0  # unset: ZeRO 0
 
 
-def test_gae_dispatch_puts_kl_on_tokens_and_the_score_last():
-    kl = torch.tensor([[0.2, 0.2]])
-    adv, returns = _advantages("gae", torch.tensor([1.0]), kl, beta=0.5, kl_in_reward=True,
-                               values=torch.zeros(1, 2), gamma=1.0, lam=1.0, whiten=False)
-    # token rewards [-0.1, 1 - 0.1]; with V = 0 and gamma = lam = 1 the advantage is the reward-to-go
-    assert torch.allclose(adv, torch.tensor([[0.8, 0.9]]))
-    assert torch.allclose(returns, adv)
-
-
-def test_group_estimators_by_hand():
-    scores = torch.tensor([1.0, 0.0, 0.5, 0.5])
-    kl = torch.zeros(4, 3)
-    grpo, _ = _advantages("grpo", scores, kl)
-    assert torch.allclose(grpo[:, 0], torch.tensor([math.sqrt(0.5), -math.sqrt(0.5), 0.0, 0.0]), atol=1e-5)
-    rloo, returns = _advantages("rloo", scores, kl)
-    assert rloo[:, 0].tolist() == [1.0, -1.0, 0.0, 0.0] and returns is None
-    # sequence-level KL in the reward: sample 2 pays 0.5 * (3 * 0.2) = 0.3 against its twin
-    kl_third = torch.zeros(4, 3)
-    kl_third[2] = 0.2
-    rloo_kl, _ = _advantages("rloo", scores, kl_third, beta=0.5, kl_in_reward=True)
-    assert torch.allclose(rloo_kl[:, 0], torch.tensor([1.0, -1.0, -0.3, 0.3]))
-
-
-def test_reinforce_pp_whitens_returns_over_the_batch():
-    adv, _ = _advantages("reinforce_pp", torch.tensor([1.0, 0.0]), torch.zeros(2, 2))
-    # returns [[1, 1], [0, 0]] -> mean 0.5, Bessel std sqrt(1/3)
-    expected = (torch.tensor([[1.0, 1.0], [0.0, 0.0]]) - 0.5) / math.sqrt(1 / 3)
-    assert torch.allclose(adv, expected, atol=1e-4)
+def test_work_is_split_contiguously_over_actors():
+    assert split(list(range(5)), 2) == [[0, 1, 2], [3, 4]]
+    assert split(["a"], 3) == [["a"], [], []]
+    assert [r.tolist() for r in rows(5, 2)] == [[0, 1, 2], [3, 4]]
+    # a local Ray gets every role's CPUs, rounded up: 1.5 (rollout) + 2 x 0.5 (policy) + 2 x 1 (critic) + 1 + 1
+    assert ResourcesConfig(rollout={"num_cpus": 1.5}, policy={"num_cpus": 0.5}, learner_workers=2).cpus() == 7
 
 
 def test_prompt_stream_resumes_where_it_stopped():

@@ -52,7 +52,7 @@ def tiny_path() -> str:
 
 
 def test_importing_the_project_does_not_import_vllm():
-    code = ("import sys, rlhf.rollout, rlhf.stages.ppo, rlhf.stages.generate, rlhf.roles.inference; "
+    code = ("import sys, rlhf.rollout, rlhf.configs.ppo, rlhf.stages.ppo, rlhf.stages.generate, rlhf.roles.inference; "
             "print('vllm' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
@@ -409,7 +409,7 @@ def test_engine_checks_names_loads_on_every_worker_and_handles_sleep(tiny_path):
 
 
 def _ppo(**sections):
-    from rlhf.stages.ppo import PPOConfig
+    from rlhf.configs.ppo import PPOConfig
 
     return PPOConfig.model_validate(sections)
 
@@ -422,12 +422,14 @@ def _ppo(**sections):
     ({"rollout": {"vllm": {"enforce_eager": True}}}, "rollout.vllm is set but rollout.engine is 'transformers'"),
     ({"rollout": {"engine": "vllm", "vllm": {"sleep": "on"}}, "resources": {"rollout": {"num_gpus": 1}}},
      "not colocated with the policy"),
-    ({"learner": {"offload_optimizer": True, "zero_stage": 1}}, "offload_optimizer needs learner.zero_stage 2 or 3"),
-    ({"learner": {"offload_params": True, "zero_stage": 2}}, "offload_params needs learner.zero_stage=3"),
+    ({"deepspeed": {"offload_optimizer": True, "zero_stage": 1}}, "offload_optimizer needs deepspeed.zero_stage 2 or 3"),
+    ({"deepspeed": {"offload_params": True, "zero_stage": 2}}, "offload_params needs deepspeed.zero_stage=3"),
     ({"algorithm": {"tis_cap": 3.0}}, "tis_cap applies to algorithm.rollout_correction=tis"),
     ({"algorithm": {"rollout_correction": "tis", "tis_cap": 0.5}}, "greater than or equal to 1"),
     ({"rollout": {"engine": "vllm", "temperature": 3.0}, "resources": {"rollout": {"num_gpus": 1}}},
      "rollout.temperature=3 is outside what vLLM samples at"),
+    ({"rollout": {"engine": "vllm"}, "resources": {"rollout": {"num_gpus": 1}}, "eval": {"sampling": {"temperature": 0.005}}},
+     "eval.sampling.temperature=0.005 is outside what vLLM samples at"),
     ({"rollout": {"engine": "vllm"}, "resources": {"rollout": {"num_gpus": 0.5}, "policy": {"num_gpus": 0.5},
                                                    "colocate": [["rollout", "policy"]]}},
      "set rollout.vllm.gpu_memory_utilization to vLLM's share"),
@@ -438,19 +440,21 @@ def test_gpu_path_configuration_errors(sections, message):
 
 
 def test_colocated_vllm_sleeps_and_the_learner_gets_the_cuda_settings(tiny_path):
-    from rlhf.stages.ppo import _learner_spec
+    from rlhf.stages.ppo import role_specs
 
     shared = {"rollout": {"num_gpus": 0.5}, "policy": {"num_gpus": 0.5}, "colocate": [["rollout", "policy"]]}
     share = {"gpu_memory_utilization": 0.3}
     cfg = _ppo(rollout={"engine": "vllm", "vllm": share}, resources=shared, model={"dtype": "bfloat16"},
-               learner={"zero_stage": 3, "offload_optimizer": True, "offload_params": True,
-                        "gradient_checkpointing": True})
+               deepspeed={"zero_stage": 3, "offload_optimizer": True, "offload_params": True},
+               learner={"gradient_checkpointing": True})
     assert cfg.rollout_shares_gpu and cfg.rollout_sleeps
     assert not _ppo(rollout={"engine": "vllm", "vllm": {"sleep": "off", **share}}, resources=shared).rollout_sleeps
     assert not _ppo(rollout={"engine": "vllm"}, resources={"rollout": {"num_gpus": 1}}).rollout_sleeps
-    spec = _learner_spec(cfg, tiny_path, 1e-6, 4)
-    assert (spec.dtype, spec.zero_stage, spec.offload_optimizer, spec.offload_params, spec.gradient_checkpointing) == \
-        ("bfloat16", 3, True, True, True)
+    specs = role_specs(cfg, tiny_path)
+    assert specs.rollout.engine == "vllm" and specs.rollout.sleep and specs.rollout.vllm == cfg.rollout.vllm
+    spec = specs.policy
+    assert (spec.dtype, spec.zero_stage, spec.deepspeed.offload_optimizer, spec.deepspeed.offload_params,
+            spec.gradient_checkpointing) == ("bfloat16", 3, True, True, True)
     from rlhf.trainers.deepspeed_engine import ds_config
 
     zero = ds_config(spec, world_size=2)["zero_optimization"]

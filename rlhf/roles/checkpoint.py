@@ -2,7 +2,7 @@
 
 A checkpoint is ``<run>/checkpoints/step-<N>/`` holding the learners' DeepSpeed checkpoints (``policy/``,
 ``critic/``: weights, optimizer states, each rank's RNG) and ``controller.pt``, the controller's state:
-steps done, data position, KL-controller state, the probe batch and the controller's RNG states. The
+steps done, data position (:class:`rlhf.data.stream.DataPosition`), KL-controller state, the probe batch and the controller's RNG states. The
 ``COMPLETE`` marker is written last; a folder without it (a kill -9 while saving) is removed at resume.
 
 Metrics rows logged after the checkpoint by the interrupted run are dropped from ``metrics.jsonl`` at
@@ -20,20 +20,13 @@ from typing import Any
 import torch
 
 from rlhf.core.artifacts import atomic_write_bytes, atomic_write_text
+from rlhf.data.stream import DataPosition
 
 __all__ = ["ControllerState", "DataPosition", "checkpoint_folder", "latest_checkpoint", "load_controller_state",
            "mark_complete", "prune_checkpoints", "save_controller_state", "truncate_metrics"]
 
 COMPLETE = "COMPLETE"
 CONTROLLER_FILE = "controller.pt"
-
-
-@dataclass
-class DataPosition:
-    """Where the prompt stream stands: epoch of the shuffled order and offset inside it."""
-
-    epoch: int = 0
-    offset: int = 0
 
 
 @dataclass

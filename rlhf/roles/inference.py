@@ -1,6 +1,7 @@
 """Inference roles of the PPO loop: rollout workers, the reference model and the reward.
 
-Plain classes; :mod:`rlhf.roles.launcher` turns them into Ray actors placed by config.
+Plain classes, each built from one frozen spec (:class:`RolloutSpec`, :class:`ReferenceSpec`,
+:class:`RewardSpec`); :mod:`rlhf.roles.group` starts them as Ray actors placed by config.
 
 * :class:`RolloutWorker` serves a :class:`~rlhf.rollout.types.RolloutEngine` (transformers or vLLM) and
   receives weights over the sync group or through the object store; a vLLM engine that shares its GPU
@@ -27,7 +28,8 @@ from rlhf.rollout.types import NamedTensors, RolloutSample, SamplingParams
 from rlhf.rollout.vllm_settings import VLLMSettings
 from rlhf.rollout.weight_transfer import SyncGroup, TensorSpec, receive_tensors
 
-__all__ = ["ReferenceActor", "RewardActor", "RewardStats", "RolloutWorker", "reward_model_dir"]
+__all__ = ["ReferenceActor", "ReferenceSpec", "RewardActor", "RewardSpec", "RewardStats", "RolloutSpec",
+           "RolloutWorker", "reward_model_dir"]
 
 
 def _node_id() -> str:
@@ -36,17 +38,34 @@ def _node_id() -> str:
     return ray.get_runtime_context().get_node_id()
 
 
+@dataclass(frozen=True)
+class RolloutSpec:
+    """What a rollout worker builds: the engine ``engine`` over the policy at ``model_path``.
+
+    ``batch_size`` and ``device`` apply to the transformers engine, ``vllm`` and ``sleep`` (free the GPU
+    between generations) to the vLLM engine; ``threads`` are the worker's torch threads.
+    """
+
+    model_path: str
+    engine: EngineKind = "transformers"
+    dtype: str = "float32"
+    device: str = "auto"
+    batch_size: int = 32
+    threads: int = 1
+    vllm: VLLMSettings | None = None
+    sleep: bool = False
+
+
 class RolloutWorker:
     """One rollout engine in its own process."""
 
-    def __init__(self, model_path: str, engine: EngineKind = "transformers", dtype: str = "float32",
-                 device: str = "auto", batch_size: int = 32, threads: int = 1, vllm: VLLMSettings | None = None,
-                 sleep: bool = False) -> None:
+    def __init__(self, spec: RolloutSpec) -> None:
         from rlhf.rollout.engines import open_engine
 
-        torch.set_num_threads(max(1, threads))
-        self.engine = open_engine(engine, model_path, dtype, device, batch_size, vllm, sleep)
-        self._vllm = engine == "vllm"
+        torch.set_num_threads(max(1, spec.threads))
+        self.engine = open_engine(spec.engine, spec.model_path, spec.dtype, spec.device, spec.batch_size, spec.vllm,
+                                  spec.sleep)
+        self._vllm = spec.engine == "vllm"
         self._sync: SyncGroup | None = None  # the transformers engine's membership (vLLM's lives in its workers)
         self._joined = False
 
@@ -94,16 +113,26 @@ class RolloutWorker:
         return self.engine.load_weights(weights)
 
 
+@dataclass(frozen=True)
+class ReferenceSpec:
+    """The frozen reference policy at ``model_path``, scored ``batch_size`` samples at a time."""
+
+    model_path: str
+    dtype: str = "float32"
+    device: str = "auto"
+    batch_size: int = 16
+    threads: int = 1
+
+
 class ReferenceActor:
     """The frozen reference policy (the starting point the KL term measures against)."""
 
-    def __init__(self, model_path: str, dtype: str = "float32", device: str = "auto", batch_size: int = 16,
-                 threads: int = 1) -> None:
+    def __init__(self, spec: ReferenceSpec) -> None:
         from rlhf.models.loader import load_model
 
-        torch.set_num_threads(max(1, threads))
-        self.model = load_model(model_path, "reference", dtype=dtype, device=device)
-        self.batch_size = batch_size
+        torch.set_num_threads(max(1, spec.threads))
+        self.model = load_model(spec.model_path, "reference", dtype=spec.dtype, device=spec.device)
+        self.batch_size = spec.batch_size
 
     def node_id(self) -> str:
         return _node_id()
@@ -141,27 +170,41 @@ def reward_model_dir(path: str) -> Path:
                     "point it at an RM stage folder")
 
 
+@dataclass(frozen=True)
+class RewardSpec:
+    """The reward: exactly one of a reward ``model`` (an RM stage folder or model folder) and a reward
+    ``function`` (``module:function``); the model scores ``batch_size`` replies at a time."""
+
+    model: str | None = None
+    function: str | None = None
+    dtype: str = "float32"
+    device: str = "auto"
+    batch_size: int = 32
+    threads: int = 1
+
+    def __post_init__(self) -> None:
+        if (self.model is None) == (self.function is None):
+            raise UserError("give exactly one of reward.model (an RM stage folder) or reward.function (module:function)")
+
+
 class RewardActor:
     """Scores replies with a reward model or a reward function."""
 
-    def __init__(self, model: str | None = None, function: str | None = None, dtype: str = "float32",
-                 device: str = "auto", batch_size: int = 32, threads: int = 1) -> None:
-        if (model is None) == (function is None):
-            raise UserError("give exactly one of reward.model (an RM stage folder) or reward.function (module:function)")
-        torch.set_num_threads(max(1, threads))
-        self.batch_size = batch_size
+    def __init__(self, spec: RewardSpec) -> None:
+        torch.set_num_threads(max(1, spec.threads))
+        self.batch_size = spec.batch_size
         self._function = None
         self._stats: RewardStats | None = None
-        if function is not None:
+        if spec.function is not None:
             from rlhf.utils.callables import load_callable
 
-            self._function = load_callable(function)
+            self._function = load_callable(spec.function)
             return
         from rlhf.models.loader import load_model, load_tokenizer
         from rlhf.models.reward import REWARD_STATS_FILE
 
-        folder = reward_model_dir(model)
-        self.model = load_model(str(folder), "reward", dtype=dtype, device=device).eval()
+        folder = reward_model_dir(str(spec.model))
+        self.model = load_model(str(folder), "reward", dtype=spec.dtype, device=spec.device).eval()
         self.tokenizer = load_tokenizer(str(folder))
         stats_file = folder / REWARD_STATS_FILE
         if stats_file.is_file():

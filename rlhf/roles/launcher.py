@@ -9,6 +9,7 @@ different node); ``custom`` resources pin a role to nodes that advertise them.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -55,6 +56,10 @@ class ResourcesConfig(ClusterSettings):
         """Actors of ``role``."""
         return {"rollout": self.rollout_workers, "policy": self.learner_workers,
                 "critic": self.learner_workers}.get(role, 1)
+
+    def cpus(self) -> int:
+        """CPU cores every role's actors reserve together, rounded up (the size of a locally started Ray)."""
+        return math.ceil(sum(getattr(self, role).num_cpus * self.count(role) for role in ROLES) - 1e-9)
 
 
 def plan_bundles(resources: ResourcesConfig, roles: tuple[Role, ...]) -> tuple[list[dict[str, float]],

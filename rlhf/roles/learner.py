@@ -4,10 +4,11 @@ Both are plain classes (the launcher turns them into Ray actors) with the same l
 (cheap), ``setup`` (join the role's process group, load the model, build the engine), then per step
 ``logprobs``/``values`` for the rollout batch and ``train_minibatch`` per PPO mini-batch.
 
-Policy loss per micro-batch (see :mod:`rlhf.rl.losses`): the clipped surrogate with the behaviour
-log-probs recomputed by this learner (times the batch's truncated importance weights when present), plus ``kl_coef * KL`` when the KL term is in the loss (GRPO), minus
-``entropy_coef * entropy``; all aggregated over the whole mini-batch's token (or sequence) count.
-Critic loss: the (optionally clipped) value loss against the GAE returns.
+Policy loss per micro-batch: :func:`rlhf.rl.losses.ppo_objective`, the clipped surrogate with the behaviour
+log-probs recomputed by this learner (times the batch's truncated importance weights when present), plus
+``kl_coef * KL`` when the KL term is in the loss (GRPO), minus ``entropy_coef * entropy``; all aggregated
+over the whole mini-batch's token (or sequence) count. Critic loss: :func:`rlhf.rl.losses.value_loss`, the
+(optionally clipped) value loss against the GAE returns.
 
 Training statistics come back as :class:`RankStats`: loss values already normalised over the mini-batch
 (summed across micro-batches and ranks) and token-weighted sums of per-token diagnostics.
@@ -15,33 +16,21 @@ Training statistics come back as :class:`RankStats`: loss values already normali
 
 from __future__ import annotations
 
+import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
-from rlhf.rl import AggregationMode, KLKind, aggregate, entropy_from_logits, kl_loss, policy_loss, value_loss
+from rlhf.rl.losses import PolicyLossSettings, ppo_objective, value_loss
+from rlhf.rl.types import AggregationMode
 from rlhf.rollout.containers import Batch, TokenBatch
 from rlhf.rollout.sequences import response_logprobs
 from rlhf.rollout.weight_transfer import SyncGroup, TensorSpec, manifest_of, send_tensors
 from rlhf.trainers.deepspeed_engine import DeepSpeedModel, LearnerSpec, init_learner_process_group, node_address
 from rlhf.trainers.modeling import exported_weights, token_values, unwrap, zero_value_head
 
-__all__ = ["CriticLearner", "PolicyLearner", "PolicyLossSettings", "RankStats", "merge_rank_stats"]
-
-
-@dataclass(frozen=True)
-class PolicyLossSettings:
-    """How the policy loss is formed (see :func:`rlhf.rl.losses.policy_loss`)."""
-
-    clip_low: float = 0.2
-    clip_high: float = 0.2
-    dual_clip: float | None = None
-    aggregation: AggregationMode = "token_mean"
-    entropy_coef: float = 0.0
-    kl_in_loss: bool = False
-    kl_estimator: KLKind = "k3"
-    temperature: float = 1.0
+__all__ = ["CriticLearner", "PolicyLearner", "RankStats", "mean_stats", "merge_rank_stats"]
 
 
 @dataclass
@@ -72,10 +61,20 @@ def merge_rank_stats(stats: list[RankStats]) -> dict[str, float]:
     return out
 
 
+def mean_stats(rows: list[dict[str, float]], prefix: str) -> dict[str, float]:
+    """The mean of each statistic over a step's mini-batches (:func:`merge_rank_stats` rows), prefixed."""
+    keys = {k for row in rows for k in row}
+    return {f"{prefix}{k}": statistics.fmean(row[k] for row in rows if k in row) for k in sorted(keys)}
+
+
 def _global_counts(aggregation: AggregationMode, tokens: int, sequences: int) -> dict[str, int]:
     if aggregation == "token_mean":
         return {"global_token_count": max(tokens, 1)}
     return {"global_seq_count": max(sequences, 1)}
+
+
+def _to(tensor: torch.Tensor | None, device) -> torch.Tensor | None:
+    return None if tensor is None else tensor.to(device)
 
 
 class _Rank:
@@ -167,28 +166,20 @@ class PolicyLearner(_Rank):
             logp, logits = response_logprobs(self.engine, micro.tokens.input_ids.to(device),
                                              micro.tokens.attention_mask.to(device), micro.tokens.prompt_width,
                                              loss.temperature, return_logits=True)
-            is_weights = micro.is_weights.to(device) if micro.is_weights is not None else None
-            pg_loss, pg_stats = policy_loss(logp, micro.old_logprobs.to(device), micro.advantages.to(device), mask,
-                                            loss.clip_low, loss.clip_high, loss.dual_clip, loss.aggregation, **counts,
-                                            is_weights=is_weights)
-            total = pg_loss
-            stats.add_loss("policy_loss", pg_loss)
-            if loss.kl_in_loss:
-                kl_term = kl_loss(logp, micro.ref_logprobs.to(device), mask, loss.kl_estimator, loss.aggregation,
-                                  **counts)
-                total = total + kl_coef * kl_term
-                stats.add_loss("kl_loss", kl_term)
-            with torch.set_grad_enabled(loss.entropy_coef > 0):
-                entropy = aggregate(entropy_from_logits(logits, mask), mask, loss.aggregation, **counts)
-            if loss.entropy_coef > 0:
-                total = total - loss.entropy_coef * entropy
-            stats.add_loss("entropy", entropy)
+            total, terms = ppo_objective(
+                logp, logits, micro.old_logprobs.to(device), micro.advantages.to(device), mask, loss, kl_coef,
+                ref_logp=_to(micro.ref_logprobs, device) if loss.kl_in_loss else None,
+                is_weights=_to(micro.is_weights, device), **counts)
+            stats.add_loss("policy_loss", terms.policy_loss)
+            if terms.kl_loss is not None:
+                stats.add_loss("kl_loss", terms.kl_loss)
+            stats.add_loss("entropy", terms.entropy)
             self.model.backward(total)
             norm = self.model.step()
             if norm is not None:
                 stats.grad_norm = norm
             tokens = int(mask.sum().item())
-            for name, value in pg_stats.to_dict().items():
+            for name, value in terms.policy.to_dict().items():
                 if name != "ratio_max":
                     stats.add_mean(name, value, tokens)
         stats.weighted["lr"] = self.model.lr * max(stats.tokens, 1)

@@ -22,8 +22,12 @@ from __future__ import annotations
 
 from rlhf.rollout.weight_transfer import TensorSpec, WeightSyncError
 
-__all__ = ["WeightSyncError", "check_probe", "check_sync", "connect_sync_group", "probe_difference", "rank_layout",
-           "sync_weights"]
+__all__ = ["PROBE_TEMPERATURE", "WeightSyncError", "check_probe", "check_sync", "connect_sync_group",
+           "probe_difference", "rank_layout", "sync_weights"]
+
+# The post-sync probe compares log-probs at temperature 1: a weight difference shows at any temperature,
+# and vLLM scores given tokens at temperature 1 only.
+PROBE_TEMPERATURE = 1.0
 
 
 def probe_difference(rollout: list[list[float]], learner: list[list[float]]) -> float:
@@ -110,8 +114,8 @@ def sync_weights(policy: list, rollout: list, method: str, manifest: list[Tensor
         raise WeightSyncError(f"rollout workers loaded {loaded} tensors, expected {len(manifest)} each")
 
 
-def check_sync(policy: list, rollout: list, probe: tuple[list[list[int]], list[list[int]]], temperature: float,
-               tolerance: float, step: int) -> float:
+def check_sync(policy: list, rollout: list, probe: tuple[list[list[int]], list[list[int]]], tolerance: float,
+               step: int, temperature: float = PROBE_TEMPERATURE) -> float:
     """The post-sync probe check over every worker; returns the largest difference (raises beyond it)."""
     import ray
 

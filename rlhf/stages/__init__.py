@@ -60,7 +60,7 @@ STAGES: tuple[Stage, ...] = (
           "reward model on preference pairs (TRL RewardTrainer under Ray Train)", submit=True),
     Stage("dpo", ("train", "dpo"), "rlhf.configs.dpo:DPOConfig", "rlhf.stages.dpo:run_dpo",
           "offline DPO on preference pairs (TRL DPOTrainer under Ray Train)", submit=True),
-    Stage("ppo", ("train", "ppo"), "rlhf.stages.ppo:PPOConfig", "rlhf.stages.ppo:run_ppo",
+    Stage("ppo", ("train", "ppo"), "rlhf.configs.ppo:PPOConfig", "rlhf.stages.ppo:run_ppo",
           "policy optimisation under Ray: PPO, GRPO, RLOO, REINFORCE++", submit=True),
     Stage("eval", ("eval",), "rlhf.stages.eval:EvalConfig", "rlhf.stages.eval:run_eval",
           "compare checkpoints: win rates with intervals, reward vs KL, samples", submit=True),

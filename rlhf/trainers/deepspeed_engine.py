@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from rlhf.models.config import LoraSettings
+from rlhf.trainers.hf import DeepSpeedSettings
 
 __all__ = ["DeepSpeedModel", "LearnerSpec", "ds_config", "init_learner_process_group", "node_address", "rng_state",
            "set_rng_state"]
@@ -30,7 +31,11 @@ __all__ = ["DeepSpeedModel", "LearnerSpec", "ds_config", "init_learner_process_g
 
 @dataclass(frozen=True)
 class LearnerSpec:
-    """Everything a learner rank needs to build its model and optimizer."""
+    """Everything a learner rank needs to build its model and optimizer.
+
+    ``deepspeed`` is the stages' one DeepSpeed schema (ZeRO stage, offloads; its validator is the only
+    check of them); a learner always runs a DeepSpeed engine, so an unset stage is ZeRO 0.
+    """
 
     model_path: str
     dtype: str = "float32"
@@ -40,21 +45,18 @@ class LearnerSpec:
     adam_betas: tuple[float, float] = (0.9, 0.999)
     adam_eps: float = 1e-8
     max_grad_norm: float = 1.0
-    zero_stage: int = 0
+    deepspeed: DeepSpeedSettings = field(default_factory=DeepSpeedSettings)
     micro_batch_size: int = 8
     grad_accum_steps: int = 1
     lora: LoraSettings | None = None
     seed: int = 0
     threads: int = 1
     gradient_checkpointing: bool = False
-    offload_optimizer: bool = False
-    offload_params: bool = False
 
-    def __post_init__(self) -> None:
-        if self.offload_optimizer and self.zero_stage < 2:
-            raise ValueError(f"offload_optimizer needs ZeRO stage 2 or 3, got {self.zero_stage}")
-        if self.offload_params and self.zero_stage != 3:
-            raise ValueError(f"offload_params needs ZeRO stage 3, got {self.zero_stage}")
+    @property
+    def zero_stage(self) -> int:
+        """The ZeRO stage of the engine (0 when ``deepspeed.zero_stage`` is unset)."""
+        return self.deepspeed.stage
 
 
 def node_address() -> tuple[str, int]:
@@ -111,9 +113,9 @@ def ds_config(spec: LearnerSpec, world_size: int) -> dict[str, Any]:
     DeepSpeed Adam op is compiled; offloading parameters (ZeRO-3) keeps them in pinned CPU memory.
     """
     zero: dict[str, Any] = {"stage": spec.zero_stage}
-    if spec.offload_optimizer:
+    if spec.deepspeed.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
-    if spec.offload_params:
+    if spec.deepspeed.offload_params:
         zero["offload_param"] = {"device": "cpu", "pin_memory": torch.cuda.is_available()}
     return {
         "train_micro_batch_size_per_gpu": spec.micro_batch_size,
