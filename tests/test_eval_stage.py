@@ -1,5 +1,5 @@
 """``rlhf eval`` on tiny models end to end (sampling, KL, reward model, judge, best-of-n, results files),
-its config checks, the LM judge, and ``rlhf eval human push|pull`` against an in-memory Argilla API."""
+its config checks, the LM judge, and ``rlhf eval-human push|pull`` against an in-memory Argilla API."""
 
 from __future__ import annotations
 
@@ -45,8 +45,25 @@ def test_config_contradictions_name_the_fields():
 def test_cli_reports_missing_inputs_in_one_line(capsys, tmp_path):
     assert main(["eval", f"run.root={tmp_path}"]) == 2
     assert "eval needs a baseline and at least one checkpoint" in capsys.readouterr().err
-    assert main(["eval", "human", "publish"]) == 2
-    assert "usage: rlhf eval human push|pull" in capsys.readouterr().err
+    assert main(["eval-human", "push", f"run.root={tmp_path}"]) == 2
+    assert "rlhf eval-human needs eval_dir=<eval stage folder> and policy_a=<checkpoint name>" in capsys.readouterr().err
+    assert main(["eval", "human", "push", "configs/eval/human-ab.yaml"]) == 2  # the old form names the new one
+    assert "did you mean 'rlhf eval-human'?" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("action", ["push", "pull"])
+def test_eval_human_actions_load_the_eval_human_config(action, monkeypatch, tmp_path):
+    """``rlhf eval-human push|pull CONFIG key=value`` runs that action on the config file plus overrides."""
+    from rlhf.stages import eval_human
+
+    seen = []
+    monkeypatch.setattr(eval_human, f"run_{action}", seen.append)
+    config = Path(__file__).resolve().parents[1] / "configs" / "eval" / "human-ab.yaml"
+    assert main(["eval-human", action, str(config), f"run.root={tmp_path}", "max_items=7"]) == 0
+    (cfg,) = seen
+    assert (cfg.stage, cfg.run.root, cfg.max_items) == ("eval_human", str(tmp_path), 7)
+    with pytest.raises(SystemExit):
+        main(["eval-human", "publish"])
 
 
 # --- the stage on tiny models (slow) -------------------------------------------------------------------
@@ -170,7 +187,7 @@ def test_lm_judge_asks_both_orders(models):
 # --- human A/B through the Argilla REST API (an in-memory server at the HTTP edge) ----------------------
 
 class FakeArgilla:
-    """The endpoints ``rlhf eval human`` uses, answered from memory."""
+    """The endpoints ``rlhf eval-human`` uses, answered from memory."""
 
     def __init__(self) -> None:
         self.workspaces: dict[str, str] = {}

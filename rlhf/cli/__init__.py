@@ -1,9 +1,10 @@
 """The ``rlhf`` command line: one entry point, a subcommand per stage.
 
 Each command module exposes ``add_parser(subparsers)`` which registers its subcommand and sets
-``func`` (called with the parsed namespace, returns an exit code). Stage commands share the
-``[CONFIG] [key=value ...]`` convention: a YAML file (optional: the embedded defaults otherwise) and dotted
-overrides, validated together before anything runs.
+``func`` (called with the parsed namespace, returns an exit code). Every command that reads a config shares
+the ``[CONFIG] [key=value ...]`` convention (:mod:`rlhf.cli.common`): a YAML file (optional: the embedded
+defaults otherwise) and dotted overrides, validated together before anything runs; flags only carry values
+that are not config keys.
 """
 
 from __future__ import annotations
@@ -23,25 +24,32 @@ UTILITY_MODULES: tuple[str, ...] = ("rlhf.cli.config_cmd", "rlhf.cli.lineage_cmd
 def build_parser() -> argparse.ArgumentParser:
     """The full argument parser (used by ``main`` and by the CLI tests).
 
-    Stage commands come from the stage table; building the parser imports no recipe and no torch.
+    Stage commands come from the stage table; building the parser imports no config model, no recipe and no
+    torch (``rlhf --help`` and every ``rlhf <command> --help`` answer at once).
     """
     from rlhf.cli import label_cmd, submit_cmd
-    from rlhf.cli.stage_cmd import add_stage_parser, add_train_parser, stage_subparsers
+    from rlhf.cli.common import CommandParser
+    from rlhf.cli.stage_cmd import add_actions_parser, add_stage_parser, add_train_parser, command_subparsers
     from rlhf.stages import stage
 
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="rlhf",
-        description="Human-in-the-loop RLHF: prepare, SFT, generate, label in Argilla, train RM/DPO/PPO, eval, report.",
+        description="Human-in-the-loop RLHF: prepare, SFT, generate, label in Argilla, train RM/DPO/PPO, eval, "
+                    "report. Every command takes [CONFIG] [key=value ...]: a YAML file and dotted overrides.",
     )
     parser.add_argument("--version", action="version", version=f"rlhf-pipeline {_version()}")
-    subparsers = stage_subparsers(parser)
+    subparsers = command_subparsers(parser)
     for name in UTILITY_MODULES:
         importlib.import_module(name).add_parser(subparsers)
     add_stage_parser(subparsers, stage("prepare"))
     add_train_parser(subparsers)
     add_stage_parser(subparsers, stage("generate"))
     label_cmd.add_parser(subparsers)
-    add_eval_parser(subparsers)
+    add_stage_parser(subparsers, stage("eval"))
+    add_actions_parser(subparsers, stage("eval_human"), {
+        "push": ("put a blind comparison of two checkpoints into Argilla", _human_push),
+        "pull": ("merge the submitted votes into a win rate with an interval", _human_pull),
+    })
     add_stage_parser(subparsers, stage("report"))
     submit_cmd.add_parser(subparsers)
     pipeline = add_stage_parser(subparsers, stage("pipeline"))
@@ -50,22 +58,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add_eval_parser(subparsers: argparse._SubParsersAction) -> None:
-    """``rlhf eval [CONFIG] [key=value ...]`` and ``rlhf eval human push|pull [CONFIG] [key=value ...]``."""
-    from rlhf.cli.stage_cmd import add_stage_parser
-    from rlhf.stages import stage
+def _human_push(cfg) -> None:
+    from rlhf.stages.eval_human import run_push
 
-    parser = add_stage_parser(subparsers, stage("eval"))
-    run_eval = parser.get_default("func")
+    run_push(cfg)
 
-    def dispatch(args: argparse.Namespace) -> int:
-        if args.config == "human":
-            from rlhf.stages.eval_human import main as human_main
 
-            return human_main(list(args.overrides))
-        return run_eval(args)
+def _human_pull(cfg) -> None:
+    from rlhf.stages.eval_human import run_pull
 
-    parser.set_defaults(func=dispatch)
+    run_pull(cfg)
 
 
 def _version() -> str:

@@ -1,21 +1,24 @@
-"""``rlhf label ...``: the labeling service and its accounts.
+"""``rlhf label ...``: the labeling service, its accounts and the preference loop.
 
 ::
 
-    rlhf label serve start  [-c FILE] [-s KEY=VALUE ...] [--foreground]
-    rlhf label serve stop   [-c FILE] [-s KEY=VALUE ...]
-    rlhf label serve status [-c FILE] [-s KEY=VALUE ...] [--json]
-    rlhf label users add NAME [--role annotator|admin|owner] [--workspace WS ...] [--password-stdin]
-    rlhf label users list [--json]
-    rlhf label users remove NAME --yes
-    rlhf label workspaces add NAME | list | remove NAME
+    rlhf label serve start  [CONFIG] [key=value ...] [--foreground]
+    rlhf label serve stop   [CONFIG] [key=value ...]
+    rlhf label serve status [CONFIG] [key=value ...] [--json]
+    rlhf label users add NAME [CONFIG] [key=value ...] [--role annotator|admin|owner] [--workspace WS ...]
+                                                       [--password-stdin]
+    rlhf label users list [CONFIG] [key=value ...] [--json]
+    rlhf label users remove NAME [CONFIG] [key=value ...] --yes
+    rlhf label workspaces add NAME | list | remove NAME   [CONFIG] [key=value ...]
+    rlhf label push|simulate|status|pull [CONFIG] [key=value ...]     (the preference loop: label_loop_cmd)
 
-Every command takes ``-c/--config`` (a YAML file with ``stage: label``) and repeatable dotted overrides
-``-s/--set key=value`` (``-s service.port=6901``). ``users`` and ``workspaces`` talk to the embedded service, or to an
-external Argilla when ``argilla.api_url`` or ``ARGILLA_API_URL`` is set (key in ``ARGILLA_API_KEY``).
+As every ``rlhf`` command, each takes an optional YAML config (here with ``stage: label``) and dotted
+overrides (``rlhf label serve start service.port=6901``); user and workspace names, ``--json`` and the other
+flags are not config keys. ``users`` and ``workspaces`` talk to the embedded service, or to an external Argilla
+when ``argilla.api_url`` or ``ARGILLA_API_URL`` is set (key in ``ARGILLA_API_KEY``).
 
 The group is built from registrar functions (``REGISTRARS``), each adding one subcommand with small handler
-functions ``(args) -> exit code``; a new subcommand is one more registrar.
+functions ``(args) -> exit code`` that import the labeling client only when they run.
 """
 
 from __future__ import annotations
@@ -24,37 +27,31 @@ import argparse
 import json
 import sys
 from collections.abc import Callable
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
+from rlhf.cli.common import add_config_arguments, load_stage_config
+from rlhf.cli.label_loop_cmd import LOOP_REGISTRARS  # the preference loop: push, simulate, status, pull
 from rlhf.core.errors import UserError
-from rlhf.labeling import users as users_api
-from rlhf.labeling.config import LabelingConfig
-from rlhf.labeling.connection import http_client, resolve_connection
-from rlhf.labeling.http import ArgillaHTTP
-from rlhf.labeling.service import ServiceStatus, service_status, start_service, stop_service
-from rlhf.stages import load_config
+from rlhf.labeling.config import ROLES
+
+if TYPE_CHECKING:
+    from rlhf.labeling.config import LabelingConfig
+    from rlhf.labeling.http import ArgillaHTTP
+    from rlhf.labeling.service import ServiceStatus
 
 __all__ = ["REGISTRARS", "add_parser", "label_config", "label_http"]
 
 
 # ------------------------------------------------------------------------------------------- shared helpers
-def add_config_options(parser: argparse.ArgumentParser) -> None:
-    """``-c/--config FILE`` and repeatable ``-s/--set key=value`` overrides (every ``rlhf label`` command)."""
-    parser.add_argument("-c", "--config", default=None, help="YAML config with 'stage: label' (default: built-in)")
-    parser.add_argument("-s", "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
-                        help="dotted override, repeatable, e.g. -s service.port=6901")
-
-
-def label_config(args: argparse.Namespace) -> LabelingConfig:
-    """The validated ``label`` config named by ``-c`` and the overrides."""
-    bad = [item for item in args.overrides if "=" not in item]
-    if bad:
-        raise UserError(f"override '{bad[0]}' is not of the form key.path=value (e.g. -s service.port=6901)")
-    return cast(LabelingConfig, load_config(args.config, list(args.overrides), expect_stage="label"))
+def label_config(args: argparse.Namespace, command: str) -> LabelingConfig:
+    """The validated ``label`` config named on the command line (``[CONFIG] [key=value ...]``)."""
+    return cast("LabelingConfig", load_stage_config(args, "label", f"label {command}"))
 
 
 def label_http(config: LabelingConfig) -> ArgillaHTTP:
     """A raw-API client for the Argilla the config points at (the embedded service by default)."""
+    from rlhf.labeling.connection import http_client, resolve_connection
+
     return http_client(resolve_connection(config.argilla, config.service))
 
 
@@ -69,7 +66,9 @@ def _print_status(status: ServiceStatus, as_json: bool = False) -> None:
 
 # ------------------------------------------------------------------------------------------- serve
 def _serve_start(args: argparse.Namespace) -> int:
-    config = label_config(args)
+    from rlhf.labeling.service import start_service
+
+    config = label_config(args, "serve start")
     status = start_service(config.service, foreground=args.foreground)
     _print_status(status)
     if status.running:
@@ -79,12 +78,16 @@ def _serve_start(args: argparse.Namespace) -> int:
 
 
 def _serve_stop(args: argparse.Namespace) -> int:
-    _print_status(stop_service(label_config(args).service))
+    from rlhf.labeling.service import stop_service
+
+    _print_status(stop_service(label_config(args, "serve stop").service))
     return 0
 
 
 def _serve_status(args: argparse.Namespace) -> int:
-    status = service_status(label_config(args).service)
+    from rlhf.labeling.service import service_status
+
+    status = service_status(label_config(args, "serve status").service)
     _print_status(status, args.json)
     return 0 if status.running else 3
 
@@ -93,14 +96,14 @@ def _add_serve(groups: argparse._SubParsersAction) -> None:
     serve = groups.add_parser("serve", help="run the embedded Argilla service (server, worker, Redis) on loopback")
     actions = serve.add_subparsers(dest="serve_command", metavar="ACTION")
     start = actions.add_parser("start", help="start the service (creates the server venv the first time)")
-    add_config_options(start)
+    add_config_arguments(start, "label")
     start.add_argument("--foreground", action="store_true", help="run in this terminal until Ctrl-C")
     start.set_defaults(func=_serve_start)
     stop = actions.add_parser("stop", help="stop the service cleanly")
-    add_config_options(stop)
+    add_config_arguments(stop, "label")
     stop.set_defaults(func=_serve_stop)
     status = actions.add_parser("status", help="state, URL, process ids and log folder; exit 3 unless running")
-    add_config_options(status)
+    add_config_arguments(status, "label")
     status.add_argument("--json", action="store_true", help="print JSON")
     status.set_defaults(func=_serve_status)
     serve.set_defaults(func=lambda _args: _help(serve))
@@ -108,11 +111,13 @@ def _add_serve(groups: argparse._SubParsersAction) -> None:
 
 # ------------------------------------------------------------------------------------------- users
 def _users_add(args: argparse.Namespace) -> int:
-    config = label_config(args)
+    from rlhf.labeling.users import create_user
+
+    config = label_config(args, "users add NAME")
     password = sys.stdin.readline().rstrip("\n") if args.password_stdin else None
     workspaces = tuple(args.workspace or [config.service.workspace])
     with label_http(config) as http:
-        created = users_api.create_user(http, args.name, role=args.role, password=password, workspaces=workspaces)
+        created = create_user(http, args.name, role=args.role, password=password, workspaces=workspaces)
     print(f"created {created.user.role} '{created.user.username}' in workspace(s) {', '.join(workspaces)}")
     if not args.password_stdin:
         print(f"password: {created.password}")
@@ -121,8 +126,10 @@ def _users_add(args: argparse.Namespace) -> int:
 
 
 def _users_list(args: argparse.Namespace) -> int:
-    with label_http(label_config(args)) as http:
-        rows = [(u, users_api.user_workspaces(http, u.username)) for u in users_api.list_users(http)]
+    from rlhf.labeling.users import list_users, user_workspaces
+
+    with label_http(label_config(args, "users list")) as http:
+        rows = [(u, user_workspaces(http, u.username)) for u in list_users(http)]
     if args.json:
         print(json.dumps([{"username": u.username, "role": u.role, "id": u.id, "workspaces": ws} for u, ws in rows],
                          indent=2))
@@ -134,10 +141,12 @@ def _users_list(args: argparse.Namespace) -> int:
 
 
 def _users_remove(args: argparse.Namespace) -> int:
+    from rlhf.labeling.users import delete_user
+
     if not args.yes:
         raise UserError(f"removing '{args.name}' also deletes every response they gave; add --yes to confirm")
-    with label_http(label_config(args)) as http:
-        user = users_api.delete_user(http, args.name)
+    with label_http(label_config(args, "users remove NAME")) as http:
+        user = delete_user(http, args.name)
     print(f"removed {user.role} '{user.username}'")
     return 0
 
@@ -147,41 +156,47 @@ def _add_users(groups: argparse._SubParsersAction) -> None:
     actions = users.add_subparsers(dest="users_command", metavar="ACTION")
     add = actions.add_parser("add", help="create a user; prints its password (once) and API key")
     add.add_argument("name", help="username (lowercase letters, digits, '-' and '_')")
-    add.add_argument("--role", default="annotator", choices=users_api.ROLES)
+    add_config_arguments(add, "label")
+    add.add_argument("--role", default="annotator", choices=ROLES)
     add.add_argument("--workspace", action="append", help="workspace to join (repeatable; default service.workspace)")
     add.add_argument("--password-stdin", action="store_true", help="read the password from stdin instead of generating it")
-    add_config_options(add)
     add.set_defaults(func=_users_add)
     listing = actions.add_parser("list", help="users with their role and workspaces")
+    add_config_arguments(listing, "label")
     listing.add_argument("--json", action="store_true", help="print JSON")
-    add_config_options(listing)
     listing.set_defaults(func=_users_list)
     remove = actions.add_parser("remove", help="delete a user and their responses")
     remove.add_argument("name")
+    add_config_arguments(remove, "label")
     remove.add_argument("--yes", action="store_true", help="confirm that their responses go too")
-    add_config_options(remove)
     remove.set_defaults(func=_users_remove)
     users.set_defaults(func=lambda _args: _help(users))
 
 
 # ------------------------------------------------------------------------------------------- workspaces
 def _workspaces_add(args: argparse.Namespace) -> int:
-    with label_http(label_config(args)) as http:
-        ws = users_api.ensure_workspace(http, args.name)
+    from rlhf.labeling.users import ensure_workspace
+
+    with label_http(label_config(args, "workspaces add NAME")) as http:
+        ws = ensure_workspace(http, args.name)
     print(f"workspace '{ws.name}' ({ws.id})")
     return 0
 
 
 def _workspaces_list(args: argparse.Namespace) -> int:
-    with label_http(label_config(args)) as http:
-        for ws in users_api.list_workspaces(http):
+    from rlhf.labeling.users import list_workspaces
+
+    with label_http(label_config(args, "workspaces list")) as http:
+        for ws in list_workspaces(http):
             print(ws.name)
     return 0
 
 
 def _workspaces_remove(args: argparse.Namespace) -> int:
-    with label_http(label_config(args)) as http:
-        ws = users_api.delete_workspace(http, args.name)
+    from rlhf.labeling.users import delete_workspace
+
+    with label_http(label_config(args, "workspaces remove NAME")) as http:
+        ws = delete_workspace(http, args.name)
     print(f"removed workspace '{ws.name}'")
     return 0
 
@@ -191,14 +206,14 @@ def _add_workspaces(groups: argparse._SubParsersAction) -> None:
     actions = workspaces.add_subparsers(dest="workspaces_command", metavar="ACTION")
     add = actions.add_parser("add", help="create a workspace (nothing to do if it exists)")
     add.add_argument("name")
-    add_config_options(add)
+    add_config_arguments(add, "label")
     add.set_defaults(func=_workspaces_add)
     listing = actions.add_parser("list", help="workspace names")
-    add_config_options(listing)
+    add_config_arguments(listing, "label")
     listing.set_defaults(func=_workspaces_list)
     remove = actions.add_parser("remove", help="delete an empty workspace")
     remove.add_argument("name")
-    add_config_options(remove)
+    add_config_arguments(remove, "label")
     remove.set_defaults(func=_workspaces_remove)
     workspaces.set_defaults(func=lambda _args: _help(workspaces))
 
@@ -209,16 +224,16 @@ def _help(parser: argparse.ArgumentParser) -> int:
     return 2
 
 
-from rlhf.cli.label_loop_cmd import LOOP_REGISTRARS  # the preference loop: push, simulate, status, pull
-
 REGISTRARS: list[Callable[[argparse._SubParsersAction], None]] = [
     _add_serve, _add_users, _add_workspaces, *LOOP_REGISTRARS]
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     """Register ``rlhf label`` and its subcommands."""
-    label = subparsers.add_parser("label", help="the Argilla labeling service: serve, users, workspaces",
-                                  description=__doc__.split("\n\n")[0] if __doc__ else None)
+    label = subparsers.add_parser("label", help="the Argilla labeling service and the preference loop",
+                                  description="The Argilla labeling service (serve, users, workspaces) and the "
+                                              "preference loop (push, simulate, status, pull); every command "
+                                              "takes [CONFIG] [key=value ...].")
     groups = label.add_subparsers(dest="label_command", metavar="COMMAND")
     for register in REGISTRARS:
         register(groups)

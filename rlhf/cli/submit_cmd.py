@@ -18,20 +18,12 @@ import time
 from pathlib import Path
 
 from rlhf.core.errors import UserError
+from rlhf.stages import STAGES
 
 __all__ = ["STAGE_COMMANDS", "add_parser", "build_entrypoint", "submit_stage"]
 
-# Stage name -> the rlhf subcommand that runs it.
-STAGE_COMMANDS: dict[str, list[str]] = {
-    "prepare": ["prepare"],
-    "sft": ["train", "sft"],
-    "rm": ["train", "rm"],
-    "dpo": ["train", "dpo"],
-    "ppo": ["train", "ppo"],
-    "generate": ["generate"],
-    "eval": ["eval"],
-    "report": ["report"],
-}
+# Stage name -> the rlhf subcommand that runs it: the rows of the stage table that run as Ray jobs.
+STAGE_COMMANDS: dict[str, list[str]] = {entry.name: list(entry.command) for entry in STAGES if entry.submit}
 EXCLUDES = [".venv", ".venv-*", "runs", ".cache", ".git", "test-artifacts", "**/__pycache__", "*.egg-info", ".whl"]
 
 

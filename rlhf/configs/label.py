@@ -1,8 +1,10 @@
-"""Typed configuration of the preference loop: ``label_push``, ``label_simulate`` and ``label_pull``.
+"""The preference loop's stage configs: ``label_push``, ``label_simulate`` and ``label_pull``.
 
-Each is a stage config (a YAML file names it with ``stage:``; ``rlhf config keys label_push`` lists every key).
-All three carry the ``argilla`` and ``service`` sections of ``rlhf label`` (which Argilla to talk to: the
-embedded service by default) and a ``run`` section (where run folders go, and the seed).
+Each is a stage config (a YAML file names it with ``stage:``; ``rlhf config keys label_push`` lists every key;
+the recipes are :mod:`rlhf.stages.label_push`, :mod:`~rlhf.stages.label_simulate` and
+:mod:`~rlhf.stages.label_pull`). All three carry the ``argilla`` and ``service`` sections of ``rlhf label``
+(which Argilla to talk to: the embedded service by default) and a ``run`` section (where run folders go, and
+the seed).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ class LabelPushConfig(StrictModel):
     dataset: str | None = Field(None, pattern=DATASET_NAME,
                                 description="Argilla dataset of this round (default: <run.name>-<fingerprint>)")
     workspace: str = Field("rlhf", min_length=1, description="Argilla workspace (created when missing)")
-    template: str = Field("ranking-v2", description="dataset template: a name in labeling/templates or a YAML path")
+    template: str = Field("ranking-v2", description="dataset template: a name in rlhf/labeling/dataset_templates or a YAML path")
     min_submitted: int | None = Field(None, ge=1,
                                       description="annotators per record (task distribution); default: the template's")
     max_prompts: int = Field(0, ge=0, description="push at most this many prompts (0: all)")

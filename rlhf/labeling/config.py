@@ -22,9 +22,10 @@ from pydantic import Field, field_validator, model_validator
 
 from rlhf.core.config import StrictModel
 
-__all__ = ["ArgillaConfig", "LabelingConfig", "ServiceConfig", "default_home", "repo_root"]
+__all__ = ["ROLES", "ArgillaConfig", "LabelingConfig", "ServiceConfig", "default_home", "repo_root"]
 
 LOOPBACK_HOSTS = ("127.0.0.1", "localhost", "::1")
+ROLES = ("annotator", "admin", "owner")  # the roles of an Argilla account
 
 
 def repo_root() -> Path:

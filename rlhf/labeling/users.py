@@ -15,6 +15,7 @@ import secrets
 from dataclasses import dataclass, field
 
 from rlhf.core.errors import UserError
+from rlhf.labeling.config import ROLES
 from rlhf.labeling.http import ArgillaAPIError, ArgillaHTTP
 
 __all__ = [
@@ -34,7 +35,6 @@ __all__ = [
     "user_workspaces",
 ]
 
-ROLES = ("annotator", "admin", "owner")
 USERNAME = re.compile(r"^(?!-|_)[a-z0-9-_]+$")
 
 

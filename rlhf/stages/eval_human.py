@@ -1,4 +1,4 @@
-"""``rlhf eval human push|pull``: a blind A/B comparison of two evaluated checkpoints in Argilla.
+"""``rlhf eval-human push|pull``: a blind A/B comparison of two evaluated checkpoints in Argilla.
 
 ``push`` takes the paired replies of ``policy_a`` and ``policy_b`` from a completed ``rlhf eval`` folder,
 builds blind items (:mod:`rlhf.eval.human`: identical pairs are automatic ties, slots shuffled half each
@@ -20,54 +20,20 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
-from pydantic import Field
-
+from rlhf.configs.eval_human import HumanEvalConfig
 from rlhf.core.artifacts import atomic_write_json, atomic_write_text, read_manifest
-from rlhf.core.config import RunConfig, StrictModel
 from rlhf.core.errors import UserError
-from rlhf.labeling.config import ArgillaConfig, ServiceConfig
 
 if TYPE_CHECKING:  # the statistics (numpy, scipy) load only when a command runs
     from rlhf.eval.human import BlindItem, HumanEvalResult, HumanVote
 
-__all__ = ["USAGE", "HumanEvalConfig", "build_items", "main", "pull_votes", "push_items"]
+__all__ = ["HumanEvalConfig", "build_items", "pull_votes", "push_items", "run_pull", "run_push"]
 
 TEMPLATE = Path(__file__).resolve().parents[1] / "eval" / "templates" / "pairwise-ab-v1.yaml"
 QUESTION = "preference"
 _CHOICE = {"response_1": "1", "response_2": "2", "tie": "tie"}
-
-USAGE = """human A/B evaluation:
-  rlhf eval human push [CONFIG] [key=value ...]   put a blind comparison of two checkpoints into Argilla
-  rlhf eval human pull [CONFIG] [key=value ...]   merge the submitted votes into a win rate with interval
-  keys (stage 'eval_human'): eval_dir, policy_a, policy_b, dataset, workspace, min_submitted, max_items,
-  seed via run.seed, stats (n_bootstrap, confidence), argilla.*, service.*; see configs/eval/human-ab.yaml"""
-
-
-class HumanStats(StrictModel):
-    """Statistical settings of the merged win rate."""
-
-    n_bootstrap: int = Field(2000, ge=200, description="bootstrap resamples over items")
-    confidence: float = Field(0.95, gt=0.5, lt=1.0, description="interval level")
-
-
-class HumanEvalConfig(StrictModel):
-    """A blind A/B comparison of two checkpoints of one ``rlhf eval`` run, annotated in Argilla."""
-
-    stage: Literal["eval_human"] = "eval_human"
-    run: RunConfig = Field(default_factory=RunConfig)
-    eval_dir: str | None = Field(None, description="completed eval stage folder holding samples.parquet")
-    policy_a: str | None = Field(None, description="checkpoint name shown as A (its win rate is reported)")
-    policy_b: str | None = Field(None, description="checkpoint name shown as B (default: the eval's baseline)")
-    dataset: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$",
-                                description="Argilla dataset name (default: ab-<a>-vs-<b>-<eval id>)")
-    workspace: str = Field("evaluation", description="Argilla workspace (created when missing)")
-    min_submitted: int = Field(2, ge=1, description="annotators per item (Argilla task distribution overlap)")
-    max_items: int = Field(0, ge=0, description="compare at most this many pairs (0: all)")
-    stats: HumanStats = Field(default_factory=HumanStats)
-    argilla: ArgillaConfig = Field(default_factory=ArgillaConfig)
-    service: ServiceConfig = Field(default_factory=ServiceConfig)
 
 
 def _slug(text: str) -> str:
@@ -76,7 +42,7 @@ def _slug(text: str) -> str:
 
 def _resolve(cfg: HumanEvalConfig) -> tuple[Path, str, str, str]:
     if not cfg.eval_dir or not cfg.policy_a:
-        raise UserError("eval human needs eval_dir=<eval stage folder> and policy_a=<checkpoint name>")
+        raise UserError("rlhf eval-human needs eval_dir=<eval stage folder> and policy_a=<checkpoint name>")
     eval_dir = Path(cfg.eval_dir)
     if not (eval_dir / "manifest.json").is_file() or not (eval_dir / "results.json").is_file():
         raise UserError(f"{eval_dir} is not a completed eval folder (no manifest.json/results.json); run rlhf eval")
@@ -131,7 +97,7 @@ def pull_votes(http, dataset: str, workspace: str) -> list[HumanVote]:
 
     dataset_id = find_dataset(http, dataset, workspace)
     if dataset_id is None:
-        raise UserError(f"no dataset '{dataset}' in workspace '{workspace}'; run 'rlhf eval human push' first")
+        raise UserError(f"no dataset '{dataset}' in workspace '{workspace}'; run 'rlhf eval-human push' first")
     votes = []
     for record in iter_records(http, dataset_id, include="responses"):
         for response in record.get("responses") or []:
@@ -173,7 +139,7 @@ def run_push(cfg: HumanEvalConfig, http=None) -> Path:
         if http is None:
             client.close()
     auto = sum(item.auto_tie for item in items)
-    print(f"eval human: {logged} new items in '{dataset}' ({len(items)} pairs, {auto} identical: automatic ties); "
+    print(f"eval-human: {logged} new items in '{dataset}' ({len(items)} pairs, {auto} identical: automatic ties); "
           f"slot map in {path}")
     return path
 
@@ -183,7 +149,7 @@ def run_pull(cfg: HumanEvalConfig, http=None) -> tuple[Path, HumanEvalResult]:
     _, _, _, dataset = _resolve(cfg)
     folder = _folder(cfg, dataset)
     if not (folder / "items.json").is_file():
-        raise UserError(f"{folder / 'items.json'} is missing; run 'rlhf eval human push' with the same settings")
+        raise UserError(f"{folder / 'items.json'} is missing; run 'rlhf eval-human push' with the same settings")
     from rlhf.eval.human import BlindItem, merge_votes
 
     saved = json.loads((folder / "items.json").read_text(encoding="utf-8"))
@@ -199,23 +165,6 @@ def run_pull(cfg: HumanEvalConfig, http=None) -> tuple[Path, HumanEvalResult]:
     atomic_write_text(folder / "votes.jsonl", "".join(json.dumps(v.__dict__) + "\n" for v in votes))
     out: dict[str, Any] = {"dataset": dataset, "eval_dir": saved["eval_dir"], **result.to_dict()}
     atomic_write_json(folder / "human_eval.json", out)
-    print(f"eval human: {saved['policy_a']} vs {saved['policy_b']}: win rate {result.win_rate:.1%} "
+    print(f"eval-human: {saved['policy_a']} vs {saved['policy_b']}: win rate {result.win_rate:.1%} "
           f"[{result.ci_low:.1%}, {result.ci_high:.1%}] from {result.votes} votes by {result.annotators} annotators")
     return folder / "human_eval.json", result
-
-
-def main(argv: list[str]) -> int:
-    """``rlhf eval human push|pull [CONFIG] [key=value ...]``."""
-    if not argv or argv[0] not in ("push", "pull"):
-        raise UserError("usage: rlhf eval human push|pull [CONFIG] [key=value ...]")
-    action, rest = argv[0], argv[1:]
-    path = rest[0] if rest and "=" not in rest[0] and rest[0].endswith((".yaml", ".yml")) else None
-    overrides = rest[1:] if path else rest
-    from rlhf.stages import load_config
-
-    cfg = load_config(path, overrides, expect_stage="eval_human")
-    if action == "push":
-        run_push(cfg)  # type: ignore[arg-type]
-    else:
-        run_pull(cfg)  # type: ignore[arg-type]
-    return 0

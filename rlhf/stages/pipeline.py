@@ -155,10 +155,11 @@ def _best_policy(eval_dir: Path, candidates: dict[str, Path], fallback: Path) ->
 def _labeling(cfg: PipelineConfig, round_no: int, candidates: Path, clock: _Clock) -> Path:
     """Push, annotate (bots or people) and pull; the service is started only when there is work for it."""
     from rlhf.labeling.config import LabelingConfig
-    from rlhf.labeling.loop.pull import find_previous, run_pull
-    from rlhf.labeling.loop.push import open_push, run_push
-    from rlhf.labeling.loop.simulate import run_simulate
+    from rlhf.labeling.loop.pull import find_previous
     from rlhf.labeling.service import start_service
+    from rlhf.stages.label_pull import run_pull
+    from rlhf.stages.label_push import open_push, run_push
+    from rlhf.stages.label_simulate import run_simulate
 
     label_cfg: LabelingConfig = _validated("label", cfg.label, "pipeline section 'label'")
     wiring = {"service": label_cfg.service.model_dump(), "argilla": label_cfg.argilla.model_dump()}

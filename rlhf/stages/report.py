@@ -2,7 +2,7 @@
 
 Reads the eval folder's ``results.json``, ``samples.parquet`` and manifest; walks each checkpoint's lineage
 from the manifest's inputs to find the annotation snapshots behind it (:mod:`rlhf.eval.datacard`); adds
-human A/B results written by ``rlhf eval human pull``; renders :func:`rlhf.eval.report_html.render_report`.
+human A/B results written by ``rlhf eval-human pull``; renders :func:`rlhf.eval.report_html.render_report`.
 The page has inline CSS and SVG only: it opens from disk with no network and runs no script.
 
 With ``pdf: true`` the page is printed to ``report.pdf`` by headless Chromium (``chromium`` setting).
@@ -18,36 +18,14 @@ import shutil
 import subprocess
 import tempfile
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field
-
+from rlhf.configs.report import ReportConfig
 from rlhf.core.artifacts import StageRun, atomic_write_text, read_manifest
-from rlhf.core.config import RunConfig, StrictModel
 from rlhf.core.errors import UserError
 from rlhf.core.runs import open_stage
 
 __all__ = ["CHROMIUM_FLAGS", "ReportConfig", "run_report"]
-
-
-class ReportSamples(StrictModel):
-    """Side-by-side examples per checkpoint."""
-
-    per_kind: int = Field(5, ge=0, le=50, description="examples of each kind (largest wins, largest losses, random)")
-    seed: int = Field(0, description="seed of the random examples")
-
-
-class ReportConfig(StrictModel):
-    """Render the evaluation report."""
-
-    stage: Literal["report"] = "report"
-    run: RunConfig = Field(default_factory=RunConfig)
-    eval_dir: str | None = Field(None, description="completed eval stage folder")
-    human: list[str] = Field(default_factory=list, description="human_eval.json files from 'rlhf eval human pull'")
-    title: str = Field("Checkpoint evaluation", min_length=1, description="report title")
-    samples: ReportSamples = Field(default_factory=ReportSamples)
-    pdf: bool = Field(False, description="also print report.pdf with headless Chromium")
-    chromium: str = Field("chromium", description="Chromium executable for the PDF (name on PATH or a path)")
 
 
 # A quiet, sandbox-free Chromium that makes no network connection of its own (used with --headless).
@@ -75,10 +53,10 @@ def _read_human(paths: list[str]) -> list[dict[str, Any]]:
     for raw in paths:
         path = Path(raw)
         if not path.is_file():
-            raise UserError(f"human result {path} does not exist; run 'rlhf eval human pull' first")
+            raise UserError(f"human result {path} does not exist; run 'rlhf eval-human pull' first")
         data = json.loads(path.read_text(encoding="utf-8"))
         if "win_rate" not in data or "policy_a" not in data:
-            raise UserError(f"{path} is not a human_eval.json written by 'rlhf eval human pull'")
+            raise UserError(f"{path} is not a human_eval.json written by 'rlhf eval-human pull'")
         out.append(data)
     return out
 

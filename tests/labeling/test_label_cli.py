@@ -3,7 +3,6 @@ service, and the same commands against an "external" Argilla given by ARGILLA_AP
 
 from __future__ import annotations
 
-import argparse
 import io
 import json
 import sys
@@ -12,7 +11,7 @@ import uuid
 import httpx
 import pytest
 
-from rlhf.cli.label_cmd import add_parser
+from rlhf.cli import build_parser
 from rlhf.core.errors import USER_ERRORS
 
 pytestmark = pytest.mark.slow
@@ -20,9 +19,7 @@ pytestmark = pytest.mark.slow
 
 def label(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
     """Run ``rlhf label ARGV`` as the console script does: (exit code, stdout, stderr)."""
-    parser = argparse.ArgumentParser(prog="rlhf")
-    add_parser(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["label", *argv])
+    args = build_parser().parse_args(["label", *argv])
     try:
         code = int(args.func(args) or 0)
     except USER_ERRORS as err:
@@ -34,7 +31,7 @@ def label(capsys: pytest.CaptureFixture, *argv: str) -> tuple[int, str, str]:
 
 @pytest.fixture()
 def home_args(labeling_service) -> tuple[str, ...]:
-    return ("-s", f"service.home={labeling_service.home}")
+    return (f"service.home={labeling_service.home}",)
 
 
 def _field(out: str, name: str) -> str:
@@ -103,7 +100,7 @@ def test_workspaces_add_list_remove(capsys, labeling_service, home_args):
 def test_commands_work_against_an_external_argilla(capsys, monkeypatch, tmp_path, labeling_service):
     monkeypatch.setenv("ARGILLA_API_URL", labeling_service.url)
     monkeypatch.setenv("ARGILLA_API_KEY", labeling_service.owner_key)
-    elsewhere = ("-s", f"service.home={tmp_path / 'no-service-here'}")
+    elsewhere = (f"service.home={tmp_path / 'no-service-here'}",)
     code, out, _ = label(capsys, "users", "list", *elsewhere)
     assert code == 0 and "owner" in out
     monkeypatch.delenv("ARGILLA_API_KEY")
@@ -115,5 +112,5 @@ def test_commands_work_against_an_external_argilla(capsys, monkeypatch, tmp_path
 
 
 def test_bad_override_is_reported(capsys, home_args):
-    code, _, err = label(capsys, "users", "list", "-s", "service.port", *home_args)
-    assert code == 2 and "key.path=value" in err
+    code, _, err = label(capsys, "users", "list", *home_args, "service.port")
+    assert code == 2 and "'service.port' is not an override of the form key.path=value" in err

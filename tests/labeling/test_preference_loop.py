@@ -5,7 +5,6 @@ resumes without duplicates. Candidates come straight from the demo world (no mod
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import json
 import random
@@ -25,11 +24,11 @@ from rlhf.data.candidates import candidate_id
 from rlhf.data.pairs import read_pairs
 from rlhf.labeling import ArgillaHTTP, create_user, iter_records, pending_queue, ranking_value, submit_response
 from rlhf.labeling.loop.common import load_pseudonym_key, pseudonym, read_push
-from rlhf.labeling.loop.pull import run_pull
-from rlhf.labeling.loop.push import open_push, run_push
-from rlhf.labeling.loop.simulate import run_simulate
 from rlhf.labeling.loop.slots import read_slot_map
 from rlhf.stages import load_config
+from rlhf.stages.label_pull import run_pull
+from rlhf.stages.label_push import open_push, run_push
+from rlhf.stages.label_simulate import run_simulate
 from rlhf.world.demo import ResponseQuality, generate_prompts, generate_response, gold_rubric
 
 pytestmark = pytest.mark.slow
@@ -264,12 +263,10 @@ def test_pull_again_changes_nothing_and_an_incremental_pull_takes_only_what_is_n
 
 
 def test_status_and_pull_through_the_cli(demo_round, capsys):
-    from rlhf.cli.label_cmd import add_parser
+    from rlhf.cli import build_parser
 
     def label(*argv: str) -> tuple[int, str, str]:
-        parser = argparse.ArgumentParser(prog="rlhf")
-        add_parser(parser.add_subparsers(dest="command"))
-        args = parser.parse_args(["label", *argv])
+        args = build_parser().parse_args(["label", *argv])
         try:
             code = int(args.func(args) or 0)
         except USER_ERRORS as err:
@@ -278,18 +275,18 @@ def test_status_and_pull_through_the_cli(demo_round, capsys):
         out, err = capsys.readouterr()
         return code, out, err
 
-    overrides = ["-s", f"push={demo_round.push}", *[x for s in demo_round.service for x in ("-s", s)]]
-    code, out, _ = label("status", "-c", str(CONFIGS / "pull-demo.yaml"), "--json", *overrides)
+    pull = str(CONFIGS / "pull-demo.yaml")
+    overrides = [f"push={demo_round.push}", *demo_round.service]
+    code, out, _ = label("status", pull, "--json", *overrides)
     status = json.loads(out)
     assert code == 0 and status["records"] == 65 and status["completed"] + status["pending"] == 65
     by_name = {a["username"]: a for a in status["annotators"]}
     careless = demo_round.bots["careless"]
     assert by_name[careless]["pseudonym"] == pseudonym(careless, demo_round.key)
     assert sum(a["submitted"] for a in status["annotators"]) >= 130
-    code, out, _ = label("pull", "-c", str(CONFIGS / "pull-demo.yaml"), *overrides, "-s", f"run.root={demo_round.root}",
-                      *[x for s in PULL for x in ("-s", s)])
+    code, out, _ = label("pull", pull, *overrides, f"run.root={demo_round.root}", *PULL)
     assert code == 0 and "label pull:" in out
-    code, _, err = label("pull", "-s", "push=/nowhere", *[x for s in demo_round.service for x in ("-s", s)])
+    code, _, err = label("pull", "push=/nowhere", *demo_round.service)
     assert code == 2 and "not a completed push folder" in err
 
 

@@ -12,12 +12,12 @@ import pytest
 from rlhf.data.candidates import read_candidates
 from rlhf.labeling import iter_records
 from rlhf.labeling.loop.common import read_push
-from rlhf.labeling.loop.push import run_push
 from rlhf.labeling.loop.slots import read_slot_map
 from rlhf.models.config import TinyModelConfig
 from rlhf.models.tiny import build_tiny_model
 from rlhf.stages import load_config
 from rlhf.stages.generate import run_generate
+from rlhf.stages.label_push import run_push
 
 pytestmark = pytest.mark.slow
 
