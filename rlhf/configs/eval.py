@@ -145,7 +145,8 @@ class EvalConfig(StrictModel):
     stats: StatsSettings = Field(default_factory=StatsSettings)
     kl: KLSettings = Field(default_factory=KLSettings)
     best_of_n: BestOfNSettings = Field(default_factory=BestOfNSettings)
-    metrics_dir: str | None = Field(None, description="folder of the evaluate metric modules (default: repo metrics/)")
+    metrics_dir: str | None = Field(None, description="folder of the evaluate metric modules "
+                                                         "(default: the package's rlhf/eval/metrics)")
 
     @field_validator("checkpoints")
     @classmethod

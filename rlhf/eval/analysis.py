@@ -11,7 +11,7 @@ The input is the per-sample table that ``rlhf eval`` writes as ``samples.parquet
   asked in both orders; NaN for the baseline or without a judge) and ``judge_consistent``.
 
 Comparisons pair rows of two policies on (``prompt_index``, ``sample``). Every statistic goes through the
-``evaluate`` modules in the repository's ``metrics/`` folder (:class:`MetricSuite`), which wrap the
+``evaluate`` modules shipped in the package's ``rlhf/eval/metrics/`` folder (:class:`MetricSuite`), which wrap the
 functions of :mod:`rlhf.eval.stats`, :mod:`rlhf.eval.length_control` and :mod:`rlhf.eval.divergence`.
 """
 
@@ -42,8 +42,8 @@ def score_column(scorer: str) -> str:
 
 
 def default_metrics_dir() -> Path:
-    """The repository's ``metrics/`` folder (beside the ``rlhf`` package in a source checkout)."""
-    return Path(__file__).resolve().parent.parent.parent / "metrics"
+    """The package's ``rlhf/eval/metrics/`` folder (package data: installed with ``rlhf`` from a wheel too)."""
+    return Path(__file__).resolve().parent / "metrics"
 
 
 class MetricSuite:
@@ -53,8 +53,8 @@ class MetricSuite:
         folder = Path(metrics_dir) if metrics_dir is not None else default_metrics_dir()
         missing = [name for name in METRIC_NAMES if not (folder / name / f"{name}.py").is_file()]
         if missing:
-            raise UserError(f"metric modules {missing} not found under {folder}; set metrics_dir to the "
-                            "repository's metrics/ folder")
+            raise UserError(f"metric modules {missing} not found under {folder}; set metrics_dir to a folder "
+                            f"holding <name>/<name>.py for each, or leave it unset for {default_metrics_dir()}")
         import evaluate
 
         self.folder = folder

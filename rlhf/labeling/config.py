@@ -29,7 +29,7 @@ ROLES = ("annotator", "admin", "owner")  # the roles of an Argilla account
 
 
 def repo_root() -> Path:
-    """The source checkout holding ``rlhf/`` and ``labeling/``."""
+    """The source checkout holding ``rlhf/`` and ``argilla_server_plugin/`` (the labeling service's server side)."""
     return Path(__file__).resolve().parents[2]
 
 

@@ -1,4 +1,5 @@
-"""The argilla-server venv: created from ``labeling/requirements-server.txt`` when missing or out of date.
+"""The argilla-server venv: created from ``argilla_server_plugin/requirements-server.txt`` when missing or out
+of date.
 
 argilla-server 2.8 pins pydantic~=2.9, fastapi~=0.115, typer<0.10 and urllib3<2, which the ML stack does not
 accept, so the server runs from a venv of its own (it only talks HTTP with the rest of the project). The venv
@@ -26,17 +27,25 @@ from pathlib import Path
 from rlhf.core.errors import UserError
 from rlhf.labeling.config import repo_root
 
-__all__ = ["default_venv_dir", "ensure_server_venv", "requirements_file", "venv_python"]
+__all__ = ["default_venv_dir", "ensure_server_venv", "plugin_dir", "requirements_file", "venv_python"]
 
 STAMP = ".rlhf-server-venv"
 
 
-def requirements_file() -> Path:
-    path = repo_root() / "labeling" / "requirements-server.txt"
-    if not path.is_file():
-        raise UserError(f"{path} is missing; the labeling service needs the repository's labeling/ folder "
-                        "(install the project from its checkout with 'pip install -e .')")
+def plugin_dir() -> Path:
+    """The server side of the labeling service, ``argilla_server_plugin/`` in the source checkout: the
+    launchers, the ``sqlsearch`` search engine and the server venv's requirements. It runs in the server venv,
+    not in this one, so it is not part of the ``rlhf`` package: ``rlhf label serve`` runs from a checkout."""
+    path = repo_root() / "argilla_server_plugin"
+    if not (path / "launch_server.py").is_file():
+        raise UserError(f"{path} is missing; 'rlhf label serve' runs the Argilla server from the source checkout's "
+                        "argilla_server_plugin/ folder: install the project from its checkout ('pip install -e .'), "
+                        "or point argilla.api_url at a running Argilla")
     return path
+
+
+def requirements_file() -> Path:
+    return plugin_dir() / "requirements-server.txt"
 
 
 def default_venv_dir() -> Path:

@@ -27,7 +27,7 @@ from pathlib import Path
 from rlhf.core.errors import UserError
 from rlhf.labeling.config import ServiceConfig, repo_root
 from rlhf.labeling.credentials import load_or_create_secrets
-from rlhf.labeling.server_venv import default_venv_dir, ensure_server_venv
+from rlhf.labeling.server_venv import default_venv_dir, ensure_server_venv, plugin_dir
 from rlhf.labeling.state import ServiceLayout, ServiceSpec, ServiceState, pid_alive, read_state, write_state
 from rlhf.labeling.supervisor import Supervisor, http_ok
 
@@ -136,7 +136,7 @@ def start_service(config: ServiceConfig, foreground: bool = False, venv_dir: Pat
     spec = ServiceSpec(
         home=str(layout.home), run_dir=str(run_dir), host=config.host, port=config.port,
         redis_port=config.redis_port, workspace=config.workspace, owner_username=config.owner_username,
-        server_python=str(python), labeling_dir=str(repo_root() / "labeling"),
+        server_python=str(python), plugin_dir=str(plugin_dir()),
         database_url_set=bool(config.database_url or os.environ.get("ARGILLA_DATABASE_URL")),
         start_timeout_s=config.start_timeout_s, server_workers=config.server_workers,
     )

@@ -85,7 +85,7 @@ class ServiceSpec:
     workspace: str
     owner_username: str
     server_python: str
-    labeling_dir: str
+    plugin_dir: str  # the argilla_server_plugin/ folder: launch_server.py, launch_worker.py, the search engine
     database_url_set: bool
     start_timeout_s: float = 120.0
     server_workers: int = 2

@@ -6,9 +6,11 @@ or in the foreground with ``--foreground``. It:
 1. starts ``redis-server`` in the foreground (never daemonized: a daemonized Redis is left behind as a zombie
    when stopped here), on a unix socket in the home folder or on 127.0.0.1, persisting nothing, and waits
    for ``PING``;
-2. starts ``labeling/launch_server.py`` with the server venv's interpreter (migrations, text index, owner,
-   then uvicorn) and waits until ``/api/v1/version`` answers and the owner's key is accepted on ``/api/v1/me``;
-3. starts ``labeling/launch_worker.py`` alongside the server and waits until it has registered in Redis;
+2. starts ``argilla_server_plugin/launch_server.py`` with the server venv's interpreter (migrations, text
+   index, owner, then uvicorn) and waits until ``/api/v1/version`` answers and the owner's key is accepted on
+   ``/api/v1/me``;
+3. starts ``argilla_server_plugin/launch_worker.py`` alongside the server and waits until it has registered in
+   Redis;
 4. marks the service ``running`` in ``service.json`` and watches the three processes: one that dies is
    restarted (at most 3 times in 5 minutes, else the whole service stops as ``failed``);
 5. on SIGTERM or SIGINT stops the worker, then the server, then Redis (SIGTERM, then SIGKILL after 15 s),
@@ -172,14 +174,14 @@ class Supervisor:
         }
         if database_url:
             env["ARGILLA_DATABASE_URL"] = database_url
-        labeling = Path(self.spec.labeling_dir)
+        plugin = Path(self.spec.plugin_dir)
         python = self.spec.server_python
-        server_argv = [python, str(labeling / "launch_server.py"), "--host", self.spec.host, "--port",
+        server_argv = [python, str(plugin / "launch_server.py"), "--host", self.spec.host, "--port",
                        str(self.spec.port), "--workers", str(self.spec.server_workers)]
         return {
             "redis": Child("redis", redis_argv, dict(base), self.run_dir / "redis.log", self.run_dir),
             "server": Child("server", server_argv, env, self.run_dir / "server.log", self.run_dir),
-            "worker": Child("worker", [python, str(labeling / "launch_worker.py")], env,
+            "worker": Child("worker", [python, str(plugin / "launch_worker.py")], env,
                             self.run_dir / "worker.log", self.run_dir),
         }
 

@@ -1,9 +1,10 @@
-"""Annotation dataset templates (``labeling/templates/*.yaml``) and creating datasets from them.
+"""Annotation dataset templates (``rlhf/labeling/dataset_templates/*.yaml``, package data) and creating datasets
+from them.
 
 A template fixes what annotators see: the fields (a prompt and the candidate responses, shown as plain text,
 never markdown, because model output is untrusted), the questions (the ranking, optional flags and a
 comment), the metadata (hidden from annotators unless said otherwise), the guidelines (a markdown file next
-to the templates) and the task distribution (``min_submitted``: how many annotators complete a record).
+to the template) and the task distribution (``min_submitted``: how many annotators complete a record).
 
 ``create_dataset`` creates the dataset, its fields, questions and metadata properties through the REST API
 and publishes it; ``log_records`` adds records (500 per request, Argilla's limit).
@@ -19,7 +20,6 @@ from pydantic import Field, model_validator
 
 from rlhf.core.config import StrictModel, validate_config
 from rlhf.core.errors import UserError
-from rlhf.labeling.config import repo_root
 from rlhf.labeling.http import ArgillaHTTP
 from rlhf.labeling.users import ensure_workspace, list_workspaces
 
@@ -112,11 +112,12 @@ class DatasetTemplate(StrictModel):
 
 
 def templates_dir() -> Path:
-    return repo_root() / "labeling" / "templates"
+    """The shipped templates and their guidelines (``rlhf/labeling/dataset_templates/``, installed with the package)."""
+    return Path(__file__).resolve().parent / "dataset_templates"
 
 
 def load_template(name_or_path: str | Path) -> DatasetTemplate:
-    """A template by file path, or by name from ``labeling/templates/<name>.yaml``."""
+    """A template by file path, or by name from ``rlhf/labeling/dataset_templates/<name>.yaml``."""
     path = Path(name_or_path)
     if not path.suffix:
         path = templates_dir() / f"{name_or_path}.yaml"

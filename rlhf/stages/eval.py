@@ -14,7 +14,7 @@ Steps, in order:
 3. **Score**: the gold rubric (``scoring.rubric``), each reward model (normalised with the mean/std it
    saved in ``reward_stats.json``; the raw score is kept too), and the optional pairwise judge (an LM or a
    ``module:function``), which compares each checkpoint's reply with the baseline's in both slot orders.
-4. **Analyse** (:mod:`rlhf.eval.analysis`, through the ``evaluate`` modules in ``metrics/``): win rates
+4. **Analyse** (:mod:`rlhf.eval.analysis`, through the ``evaluate`` modules in ``rlhf/eval/metrics/``): win rates
    with ties as half, paired bootstrap intervals, exact binomial checks, length-controlled win rates,
    per-category tables, reward-length correlation, KL; and best-of-n on separate samples.
 

@@ -93,7 +93,7 @@ def test_secrets_refuse_loose_permissions_and_short_passwords(tmp_path):
 # ------------------------------------------------------------------------------------------- templates
 def test_every_shipped_template_loads_with_its_guidelines():
     paths = sorted(templates_dir().rglob("*.yaml"))
-    assert paths, "no template found in labeling/templates"
+    assert paths, f"no template found in {templates_dir()}"
     for path in paths:
         template = load_template(path)
         assert template.guidelines_text().startswith("#")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "labeling"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "argilla_server_plugin"))
 
 from argilla_sqlsearch import textquery as tq
 

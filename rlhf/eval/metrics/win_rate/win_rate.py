@@ -2,8 +2,8 @@
 
 ``predictions`` are the scores of the evaluated policy, ``references`` the scores of the baseline on the
 same prompts, in the same order. The method lives in :mod:`rlhf.eval.stats` (this module only adapts it to
-the ``evaluate`` interface); it is kept in the repository and loaded by path:
-``evaluate.load("metrics/win_rate")``.
+the ``evaluate`` interface); it ships inside the package (``rlhf/eval/metrics/``) and is loaded by path:
+``evaluate.load(str(rlhf.eval.analysis.default_metrics_dir() / "win_rate"))``.
 """
 
 import datasets

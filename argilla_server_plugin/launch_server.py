@@ -1,6 +1,6 @@
 """Start argilla-server 2.8 with the ``sqlsearch`` engine: migrate, index, ensure the owner, then serve.
 
-Runs inside the server venv (``labeling/requirements-server.txt``), started and supervised by
+Runs inside the server venv (``argilla_server_plugin/requirements-server.txt``), started and supervised by
 ``rlhf label serve start`` (``rlhf/labeling/supervisor.py``), which sets the environment:
 
 =============================  ==========================================================================
