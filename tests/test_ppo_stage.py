@@ -5,6 +5,8 @@ bookkeeping. (The RL math is tested in tests/test_rl_*.py.)"""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import pytest
 
@@ -53,6 +55,12 @@ def _load(*overrides: str):
 def test_config_refuses_contradictions(overrides, message):
     with pytest.raises(ConfigError, match=message.replace("*", r"\*").replace("(", r"\(")):
         _load(*overrides)
+
+
+def test_the_ppo_config_imports_no_torch():
+    code = "import sys, rlhf.configs.ppo, rlhf.stages; rlhf.stages.config_class('ppo'); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
 
 
 def test_defaults_are_a_valid_ppo_config():

@@ -97,6 +97,8 @@ class RolloutConfig(SamplingConfig):
     """The rollout batch: the engine, how many prompts and replies, and (from :class:`SamplingConfig`) how
     replies are sampled. The temperature must be above 0: the policy loss needs sampled log-probs."""
 
+    temperature: float = Field(1.0, ge=0.0, description="sampling temperature, > 0 (the policy loss needs the "
+                               "log-probs of sampled replies; greedy decoding has none)")
     engine: Literal["transformers", "vllm"] = Field(
         "transformers", description="rollout engine: transformers (CPU or GPU) or vllm (CUDA only, the vllm extra)")
     vllm: VLLMSettings = Field(default_factory=VLLMSettings, description="vLLM engine settings (engine=vllm)")

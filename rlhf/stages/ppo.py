@@ -57,9 +57,16 @@ import shutil
 import time
 from pathlib import Path
 
+import ray
+import torch
+from tqdm import tqdm
+
 from rlhf.configs.ppo import PPOConfig
-from rlhf.core.artifacts import StageRun, atomic_write_json
+from rlhf.core.artifacts import StageRun, atomic_write_json, reset_incomplete
+from rlhf.core.cluster import connect_ray
 from rlhf.core.errors import UserError
+from rlhf.core.paths import share_torch_extensions
+from rlhf.core.runs import MetricsLogger, open_stage
 from rlhf.data.stream import PromptStream, derive_seed
 from rlhf.eval.heldout import (
     heldout_comparison,
@@ -69,15 +76,44 @@ from rlhf.eval.heldout import (
     training_prompts_without,
     write_samples,
 )
-from rlhf.roles.group import RoleSpecs, critic_source, generate
+from rlhf.models.loader import load_tokenizer, resolve_model_path
+from rlhf.rl import (
+    AdaptiveKLController,
+    FixedKLController,
+    PolicyLossSettings,
+    apply_truncation,
+    compute_advantages,
+    critic_warmup_active,
+    group_mean_std,
+    kl_estimate,
+    normalise_rewards,
+    truncated_importance_weights,
+)
+from rlhf.roles import checkpoint as ckpt
+from rlhf.roles.group import (
+    RoleSpecs,
+    critic_source,
+    generate,
+    load_checkpoint,
+    placement,
+    rows,
+    save_checkpoint,
+    start_roles,
+    sync_rollout,
+    train_minibatch,
+)
+from rlhf.roles.inference import ReferenceSpec, RewardSpec, RolloutSpec, reward_model_dir
+from rlhf.roles.learner import mean_stats
+from rlhf.roles.weight_sync import check_sync, connect_sync_group
+from rlhf.rollout.containers import Batch, Rollout
+from rlhf.trainers.deepspeed_engine import LearnerSpec, rng_state, set_rng_state
+from rlhf.utils.seed import seed_everything
 
 __all__ = ["PPOConfig", "open_stage_for", "role_specs", "run_ppo", "training_prompts"]
 
 
 def run_ppo(cfg: PPOConfig) -> Path:
     """Run (or skip, when already complete) the PPO stage; returns the stage folder."""
-    from rlhf.models.loader import resolve_model_path
-
     if cfg.rollout.engine == "vllm" and not (cfg.resources.address or os.environ.get("RAY_ADDRESS")):
         from rlhf.rollout.vllm_engine import require_vllm
 
@@ -96,9 +132,6 @@ def run_ppo(cfg: PPOConfig) -> Path:
 
 def open_stage_for(cfg: PPOConfig, policy_path: str) -> StageRun:
     """The stage run folder of ``cfg``, content-addressed by the config and the inputs' hashes."""
-    from rlhf.core.runs import open_stage
-    from rlhf.roles.inference import reward_model_dir
-
     inputs: dict[str, str | Path] = {"policy": policy_path}
     if cfg.reward.model:
         inputs["reward_model"] = reward_model_dir(cfg.reward.model)
@@ -125,9 +158,6 @@ def training_prompts(cfg: PPOConfig, held_out: list[str]) -> list[str]:
 
 def role_specs(cfg: PPOConfig, policy_path: str) -> RoleSpecs:
     """Every role's spec: the one place the roles' settings are read from the config."""
-    from rlhf.roles.inference import ReferenceSpec, RewardSpec, RolloutSpec, reward_model_dir
-    from rlhf.trainers.deepspeed_engine import LearnerSpec
-
     model, learner, res = cfg.model, cfg.learner, cfg.resources
     accumulation = cfg.algorithm.mini_batch_size // (res.learner_workers * learner.micro_batch_size)
 
@@ -171,43 +201,6 @@ def _baseline(path: Path, workers: list, prompts: list[str], params, cfg: PPOCon
 
 
 def _train(cfg: PPOConfig, run: StageRun, policy_path: str) -> Path:
-    import ray
-    import torch
-    from tqdm import tqdm
-
-    from rlhf.core.artifacts import reset_incomplete
-    from rlhf.core.cluster import connect_ray
-    from rlhf.core.paths import share_torch_extensions
-    from rlhf.core.runs import MetricsLogger
-    from rlhf.models.loader import load_tokenizer
-    from rlhf.rl import (
-        AdaptiveKLController,
-        FixedKLController,
-        PolicyLossSettings,
-        apply_truncation,
-        compute_advantages,
-        critic_warmup_active,
-        group_mean_std,
-        kl_estimate,
-        normalise_rewards,
-        truncated_importance_weights,
-    )
-    from rlhf.roles import checkpoint as ckpt
-    from rlhf.roles.group import (
-        load_checkpoint,
-        placement,
-        rows,
-        save_checkpoint,
-        start_roles,
-        sync_rollout,
-        train_minibatch,
-    )
-    from rlhf.roles.learner import mean_stats
-    from rlhf.roles.weight_sync import check_sync, connect_sync_group
-    from rlhf.rollout.containers import Batch, Rollout
-    from rlhf.trainers.deepspeed_engine import rng_state, set_rng_state
-    from rlhf.utils.seed import seed_everything
-
     # ------------------------------------------------------------ setup, in dependency order
     seed_everything(cfg.run.seed)
     algo, kl_cfg, res, eval_cfg = cfg.algorithm, cfg.algorithm.kl, cfg.resources, cfg.eval
