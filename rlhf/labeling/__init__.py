@@ -1,8 +1,8 @@
 """The labeling side of the pipeline: the embedded Argilla service and clients for any Argilla.
 
 Service (``rlhf label serve``): ``start_service``, ``stop_service``, ``service_status`` run argilla-server
-2.8 from its own venv with the project's SQL search engine (``argilla_server_plugin/``), Redis and the rq worker, on
-loopback. Clients: ``resolve_connection`` picks the Argilla to talk to (an external one from config or
+2.8 from its own venv with the project's SQL search engine (the repository's ``argilla_server_plugin/``, the
+server side), Redis and the rq worker, on loopback. Clients: ``resolve_connection`` picks the Argilla to talk to (an external one from config or
 ``ARGILLA_API_URL``/``ARGILLA_API_KEY``, else the running embedded service with its owner key);
 ``http_client`` and ``sdk_client`` give raw-API and SDK clients for it. Accounts: ``create_user``,
 ``user_api_key``, ``ensure_workspace`` and friends. Datasets and responses: ``load_template``,
