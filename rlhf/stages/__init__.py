@@ -66,7 +66,7 @@ STAGES: tuple[Stage, ...] = (
           "blind A/B comparison of two checkpoints by annotators in Argilla"),
     Stage("report", ("report",), "rlhf.configs.report:ReportConfig", "rlhf.stages.report:run_report",
           "an HTML report of an eval stage, with lineage back to the annotations", submit=True),
-    Stage("pipeline", ("pipeline",), "rlhf.stages.pipeline:PipelineConfig", "rlhf.stages.pipeline:run_pipeline",
+    Stage("pipeline", ("pipeline",), "rlhf.configs.pipeline:PipelineConfig", "rlhf.stages.pipeline:run_pipeline",
           "a whole RLHF round (or several), every stage wired to the next"),
     Stage("label", ("label",), "rlhf.labeling.config:LabelingConfig", None,
           "the Argilla labeling service: serve, users, workspaces"),

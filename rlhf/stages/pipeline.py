@@ -6,8 +6,8 @@ while the pipeline shows progress) -> pull a snapshot -> train the reward model 
 against SFT -> the report. Round ``r + 1`` starts from round ``r``'s best policy (by the eval's primary
 win rate): it generates new candidates from it, collects new rankings, and optimises it again.
 
-Each section of the config (``prepare``, ``sft``, ...) is a partial config of that stage, validated at
-load against the stage's own model. The pipeline sets the wiring keys itself (``run``, input and model
+Each section of the config (``prepare``, ``sft``, ...; :mod:`rlhf.configs.pipeline`) is a partial config of
+that stage, validated at load against the stage's own model. The pipeline sets the wiring keys itself (``run``, input and model
 paths); setting one of them in a section is an error that names it. Every stage keeps its own
 content-addressed folder, so a second run with nothing changed skips every stage, and deleting one
 stage's folder re-runs that stage and those after it.
@@ -15,110 +15,15 @@ stage's folder re-runs that stage and those after it.
 
 from __future__ import annotations
 
-import copy
 import json
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field, model_validator
-
+from rlhf.configs.pipeline import PipelineConfig
 from rlhf.core.artifacts import atomic_write_json
-from rlhf.core.config import RunConfig, StrictModel, validate_config
 
 __all__ = ["PipelineConfig", "run_pipeline"]
-
-# Section -> (stage config name, dotted keys the pipeline sets itself).
-SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
-    "prepare": ("prepare", ("run",)),
-    "sft": ("sft", ("run",)),
-    "generate": ("generate", ("run", "prompts.path", "policies")),
-    "label_push": ("label_push", ("run", "candidates", "service", "argilla")),
-    "label_simulate": ("label_simulate", ("run", "push", "service", "argilla")),
-    "label_pull": ("label_pull", ("run", "push", "service", "argilla")),
-    "rm": ("rm", ("run", "data.path", "data.format")),
-    "ppo": ("ppo", ("run", "model.name_or_path", "reward.model", "reward.function", "data.path")),
-    "dpo": ("dpo", ("run", "model.name_or_path", "data.path", "data.format")),
-    "eval": ("eval", ("run", "checkpoints", "baseline", "reference", "prompts.path", "scoring.reward_models")),
-    "report": ("report", ("run", "eval_dir")),
-}
-
-
-def _has(data: dict, dotted: str) -> bool:
-    node: Any = data
-    for part in dotted.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return False
-        node = node[part]
-    return True
-
-
-def _set(data: dict, dotted: str, value: Any) -> None:
-    parts = dotted.split(".")
-    node = data
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
-
-
-class PipelineConfig(StrictModel):
-    """A whole RLHF round (or several) on one config."""
-
-    stage: Literal["pipeline"] = "pipeline"
-    run: RunConfig = Field(default_factory=lambda: RunConfig(root="runs/quickstart"))
-    rounds: int = Field(1, ge=1, le=10, description="collection rounds; each starts from the previous best policy")
-    wait_for_humans: bool = Field(False, description="wait for people to rank in the UI instead of simulated bots")
-    human_poll_s: float = Field(10.0, gt=0, description="seconds between progress checks while waiting for humans")
-    keep_service: bool = Field(False, description="leave the Argilla service running when the pipeline ends")
-    algorithms: list[Literal["ppo", "dpo"]] = Field(default_factory=lambda: ["ppo", "dpo"],
-                                                     description="policy optimisers run each round")
-    label: dict[str, Any] = Field(default_factory=dict, description="the labeling service (a 'label' config)")
-    prepare: dict[str, Any] = Field(default_factory=dict, description="partial prepare config")
-    sft: dict[str, Any] = Field(default_factory=dict, description="partial sft config")
-    generate: dict[str, Any] = Field(default_factory=dict, description="partial generate config")
-    label_push: dict[str, Any] = Field(default_factory=dict, description="partial label_push config")
-    label_simulate: dict[str, Any] = Field(default_factory=dict, description="partial label_simulate config")
-    label_pull: dict[str, Any] = Field(default_factory=dict, description="partial label_pull config")
-    rm: dict[str, Any] = Field(default_factory=dict, description="partial rm config")
-    ppo: dict[str, Any] = Field(default_factory=dict, description="partial ppo config")
-    dpo: dict[str, Any] = Field(default_factory=dict, description="partial dpo config")
-    eval: dict[str, Any] = Field(default_factory=dict, description="partial eval config")
-    report: dict[str, Any] = Field(default_factory=dict, description="partial report config")
-
-    @model_validator(mode="after")
-    def _sections_validate(self) -> PipelineConfig:
-        for section, (stage, wired) in SECTIONS.items():
-            data = getattr(self, section)
-            for key in wired:
-                if _has(data, key):
-                    raise ValueError(f"{section}.{key} is set by the pipeline; remove it from the config")
-            _validated(stage, self._placeholder(section, data), f"pipeline section '{section}'")
-        _validated("label", self.label, "pipeline section 'label'")
-        return self
-
-    def _placeholder(self, section: str, data: dict) -> dict:
-        """The section with its wiring keys filled by stand-ins, to validate it before anything runs."""
-        out = copy.deepcopy(data)
-        fills = {"generate": {"policies": [{"name": "p", "path": "tiny"}]},
-                 "ppo": {"reward.model": "reward-model"}}
-        for key, value in fills.get(section, {}).items():
-            _set(out, key, value)
-        return out
-
-    def stage_config(self, section: str, wiring: dict[str, Any], round_no: int):
-        """The full config of ``section``'s stage for ``round_no`` with the pipeline's wiring applied."""
-        stage, _ = SECTIONS[section]
-        data = copy.deepcopy(getattr(self, section))
-        data["run"] = {"root": self.run.root, "name": f"r{round_no}", "seed": self.run.seed}
-        for key, value in wiring.items():
-            _set(data, key, value)
-        return _validated(stage, data, f"pipeline section '{section}'")
-
-
-def _validated(stage: str, data: dict, source: str):
-    from rlhf.stages import config_class
-
-    return validate_config(config_class(stage), {**data, "stage": stage}, source=source)
 
 
 class _Clock:
@@ -154,14 +59,13 @@ def _best_policy(eval_dir: Path, candidates: dict[str, Path], fallback: Path) ->
 
 def _labeling(cfg: PipelineConfig, round_no: int, candidates: Path, clock: _Clock) -> Path:
     """Push, annotate (bots or people) and pull; the service is started only when there is work for it."""
-    from rlhf.labeling.config import LabelingConfig
     from rlhf.labeling.loop.pull import find_previous
     from rlhf.labeling.service import start_service
     from rlhf.stages.label_pull import run_pull
     from rlhf.stages.label_push import open_push, run_push
     from rlhf.stages.label_simulate import run_simulate
 
-    label_cfg: LabelingConfig = _validated("label", cfg.label, "pipeline section 'label'")
+    label_cfg = cfg.labeling_config()
     wiring = {"service": label_cfg.service.model_dump(), "argilla": label_cfg.argilla.model_dump()}
     push_cfg = cfg.stage_config("label_push", {**wiring, "candidates": str(candidates)}, round_no)
     push_run = open_push(push_cfg)
@@ -259,10 +163,9 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
                 policy_name, policy = best_name, best
     finally:
         if started_service and not cfg.keep_service:
-            from rlhf.labeling.config import LabelingConfig
             from rlhf.labeling.service import stop_service
 
-            label_cfg: LabelingConfig = _validated("label", cfg.label, "pipeline section 'label'")
+            label_cfg = cfg.labeling_config()
             stop_service(label_cfg.service)
     elapsed = clock.total()
     atomic_write_json(Path(cfg.run.root) / "pipeline-summary.json", {"rounds": summary, "seconds": elapsed})

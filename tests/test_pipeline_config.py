@@ -1,0 +1,42 @@
+"""The pipeline's config (:mod:`rlhf.configs.pipeline`): each section is checked against its stage's model at
+load, and the models it uses are the stage table's."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rlhf.configs.pipeline import SECTION_MODELS, SECTIONS, PipelineConfig
+from rlhf.core.config import ConfigError
+from rlhf.stages import config_class, load_config
+
+QUICKSTART = Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml"
+
+
+def test_every_section_is_validated_by_its_stage_model_from_the_table():
+    stages = {stage for stage, _ in SECTIONS.values()} | {"label"}
+    assert set(SECTION_MODELS) == stages
+    for stage in stages:
+        assert SECTION_MODELS[stage] is config_class(stage), stage
+
+
+def test_a_bad_key_in_a_section_names_the_section_and_the_key():
+    with pytest.raises(ConfigError, match=r"pipeline section 'sft'.*unknown key 'lrr' \(did you mean 'lr'\?\)"):
+        load_config(QUICKSTART, ["sft.train.lrr=1"])
+    with pytest.raises(ConfigError, match="pipeline section 'label'.*unknown key 'prot'"):
+        load_config(None, ["label.service.prot=1"], expect_stage="pipeline")
+
+
+def test_a_wired_key_in_a_section_is_refused():
+    with pytest.raises(ConfigError, match="generate.prompts.path is set by the pipeline; remove it from the config"):
+        load_config(None, ["generate.prompts.path=x.jsonl"], expect_stage="pipeline")
+
+
+def test_stage_config_applies_the_wiring():
+    cfg = load_config(QUICKSTART)
+    assert isinstance(cfg, PipelineConfig)
+    push = cfg.stage_config("label_push", {"candidates": "runs/generate/x"}, round_no=2)
+    assert (push.stage, push.candidates, push.run.name, push.run.root) == ("label_push", "runs/generate/x", "r2",
+                                                                          cfg.run.root)
+    assert cfg.labeling_config().stage == "label"
