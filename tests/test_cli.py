@@ -159,6 +159,13 @@ def test_flags_may_stand_between_the_positionals():
                                                                                   ["a=1", "b=2"])
 
 
+def test_submit_takes_the_same_positionals_with_its_flags_anywhere():
+    args = build_parser().parse_args(["submit", "ppo", "configs/ppo/demo.yaml", "--address", "http://head:8265",
+                                      "train.steps=2", "--no-follow"])
+    assert (args.stage, args.config, args.overrides, args.address, args.no_follow) == (
+        "ppo", "configs/ppo/demo.yaml", ["train.steps=2"], "http://head:8265", True)
+
+
 def test_submit_runs_the_table_stages_marked_for_ray_jobs():
     from rlhf.cli.submit_cmd import STAGE_COMMANDS
     from rlhf.stages import STAGES

@@ -26,21 +26,23 @@ _OLD_FLAGS = re.compile(r"(?:^|\s)(-c|-s|--config|--set)(?:\s|=|$)")
 class CommandParser(argparse.ArgumentParser):
     """An argument parser whose epilog (the config keys of ``stage_name``) is built only when help is printed.
 
-    A command that reads a config (``stage_name`` set) parses intermixed: flags may stand between the
-    positionals (``rlhf label users add bob --role admin service.port=6901``).
+    A command that takes ``[CONFIG] [key=value ...]`` (``intermixed``, set by :func:`add_config_arguments`)
+    parses intermixed: flags may stand between the positionals (``rlhf label users add bob --role admin
+    service.port=6901``).
     """
 
     stage_name: str = ""
-    _intermixed: bool = False
+    intermixed: bool = False
+    _parsing: bool = False
 
     def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
-        if not self.stage_name or self._intermixed:
+        if not self.intermixed or self._parsing:
             return super().parse_known_args(args, namespace)
-        self._intermixed = True  # parse_known_intermixed_args calls back into this method
+        self._parsing = True  # parse_known_intermixed_args calls back into this method
         try:
             return super().parse_known_intermixed_args(args, namespace)
         finally:
-            self._intermixed = False
+            self._parsing = False
 
     def format_help(self) -> str:
         if self.stage_name and self.epilog is None:
@@ -54,16 +56,20 @@ class CommandParser(argparse.ArgumentParser):
         super().error(message)
 
 
-def add_config_arguments(parser: argparse.ArgumentParser, stage: str, *, accepts: str | None = None) -> None:
+def add_config_arguments(parser: argparse.ArgumentParser, stage: str | None, *, accepts: str | None = None) -> None:
     """Add ``[CONFIG] [key=value ...]`` to a command that reads a config of ``stage`` (whose keys its --help
-    lists); ``accepts`` names the stages a file may configure when that is not just ``stage``."""
+    lists; None: a file of any stage); ``accepts`` names the stages a file may configure when that is not just
+    ``stage``."""
+    kind = f"with 'stage: {accepts or stage}' " if stage else "of the stage "
     parser.add_argument("config", nargs="?", default=None, metavar="CONFIG",
-                        help=f"YAML config with 'stage: {accepts or stage}' (omit to use the embedded defaults)")
+                        help=f"YAML config {kind}(omit to use the embedded defaults)")
     parser.add_argument("overrides", nargs="*", default=[], metavar="key=value",
-                        help="dotted overrides applied after the file (the config keys are listed below)")
+                        help="dotted overrides applied after the file" +
+                             (" (the config keys are listed below)" if stage else ", e.g. train.lr=1e-5"))
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     if isinstance(parser, CommandParser):
-        parser.stage_name = stage
+        parser.stage_name = stage or ""
+        parser.intermixed = True
 
 
 def config_epilog(stage: str) -> str:

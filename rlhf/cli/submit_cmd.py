@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from rlhf.cli.common import add_config_arguments, config_source
 from rlhf.core.errors import UserError
 from rlhf.stages import STAGES
 
@@ -109,8 +110,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "submit", help="run a stage as a Ray job on a running cluster and follow its logs",
         description="Submit a stage (same config and overrides as locally) to a Ray cluster's job server.")
     parser.add_argument("stage", choices=sorted(STAGE_COMMANDS), help="stage to run")
-    parser.add_argument("config", nargs="?", default=None, help="YAML config (path relative to the project)")
-    parser.add_argument("overrides", nargs="*", default=[], metavar="key=value", help="dotted overrides")
+    add_config_arguments(parser, None)
     parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS", "http://127.0.0.1:8265"),
                         help="Ray job server address (default: $RAY_ADDRESS or http://127.0.0.1:8265)")
     parser.add_argument("--run-root", default=None,
@@ -122,11 +122,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _main(args: argparse.Namespace) -> int:
-    config = args.config
-    overrides = list(args.overrides)
-    if config is not None and "=" in config and not config.endswith((".yaml", ".yml")):
-        overrides.insert(0, config)
-        config = None
+    config, overrides = config_source(args, f"submit {args.stage}")
     if config is not None and not Path(args.working_dir, config).is_file():
         raise UserError(f"config {config} is not inside the working dir {args.working_dir}; pass a path relative to it")
     run_root = args.run_root or str(Path("runs").resolve())
