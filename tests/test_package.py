@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import site
 import socket
 import subprocess
@@ -38,8 +39,12 @@ def _run(*argv: str | Path, cwd: Path, check: bool = True) -> subprocess.Complet
 def installed(tmp_path_factory) -> Path:
     """A fresh venv holding the wheel of this checkout (not editable); returns the venv folder."""
     tmp = tmp_path_factory.mktemp("package")
-    _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp / "wheels", ROOT,
-         cwd=tmp)
+    source = tmp / "source"  # a clean copy: no stale build/ folder of the checkout can slip into the wheel
+    shutil.copytree(ROOT / "rlhf", source / "rlhf", ignore=shutil.ignore_patterns("__pycache__"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy2(ROOT / name, source / name)
+    _run(sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", tmp / "wheels",
+         source, cwd=tmp)
     (wheel,) = (tmp / "wheels").glob("rlhf_pipeline-*.whl")
     venv = tmp / "venv"
     _run(sys.executable, "-m", "venv", venv, cwd=tmp)
