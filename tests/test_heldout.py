@@ -53,5 +53,16 @@ def test_scores_summary_and_comparison_at_hand_values(tmp_path):
     assert row == {"prompt": "p", "reply": "x", "gold": 1.0, "baseline_reply": "y", "baseline_gold": 0.0}
 
 
+def test_sft_dpo_and_ppo_evaluate_the_same_heldout_prompts_by_default():
+    from rlhf.stages import load_config
+
+    configs = {stage: load_config(None, [], expect_stage=stage) for stage in ("sft", "dpo", "ppo")}
+    for stage, cfg in configs.items():
+        assert isinstance(cfg.eval, HeldoutConfig), f"{stage}'s eval section is not the shared HeldoutConfig"
+    prompts = {stage: heldout_prompts(cfg.eval, cfg.run.seed) for stage, cfg in configs.items()}
+    assert len(prompts["sft"]) == HeldoutConfig().prompts
+    assert prompts["sft"] == prompts["dpo"] == prompts["ppo"]
+
+
 def _length_rubric(prompt: str, reply: str) -> float:
     return float(len(reply))
