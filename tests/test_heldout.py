@@ -66,3 +66,11 @@ def test_sft_dpo_and_ppo_evaluate_the_same_heldout_prompts_by_default():
 
 def _length_rubric(prompt: str, reply: str) -> float:
     return float(len(reply))
+
+
+def test_config_keys_show_the_sections_own_defaults():
+    from rlhf.core.config import field_help
+
+    rows = {key: default for key, default, _ in field_help(HeldoutConfig)}
+    assert rows["sampling.max_new_tokens"] == "96"
+    assert rows["sampling.temperature"] == "1.0"

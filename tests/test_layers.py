@@ -1,7 +1,7 @@
 """The layers contract: imports inside ``rlhf`` run one way, from the command line down to the core.
 
-    cli  ->  stages  ->  roles, trainers, eval, labeling  ->  rollout  ->  rl, models, data, world,
-    preferences  ->  core, utils
+    cli  ->  stages  ->  configs  ->  roles, trainers, eval, labeling  ->  rollout  ->  rl, models, data,
+    world, preferences  ->  core, utils
 
 A module may import its own layer or the layers below it, never one above; no two packages import each
 other (directly or through others). Every ``import`` counts, including those inside functions: a lazy
