@@ -74,3 +74,15 @@ def test_config_keys_show_the_sections_own_defaults():
     rows = {key: default for key, default, _ in field_help(HeldoutConfig)}
     assert rows["sampling.max_new_tokens"] == "96"
     assert rows["sampling.temperature"] == "1.0"
+
+
+def test_a_missing_heldout_file_is_a_one_line_error_naming_the_key(tmp_path):
+    from rlhf.core.errors import UserError
+    from rlhf.eval.heldout import heldout_inputs
+
+    cfg = HeldoutConfig(prompts=4, path=str(tmp_path / "missing.jsonl"))
+    with pytest.raises(UserError, match="eval.path .*missing.jsonl does not exist"):
+        heldout_inputs(cfg)
+    with pytest.raises(UserError, match="eval.path"):
+        heldout_prompts(cfg, seed=0)
+    assert heldout_inputs(HeldoutConfig(prompts=0, path=str(tmp_path / "missing.jsonl"))) == {}

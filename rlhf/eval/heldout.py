@@ -22,9 +22,10 @@ from pathlib import Path
 from pydantic import Field
 
 from rlhf.core.config import StrictModel
+from rlhf.core.errors import UserError
 from rlhf.rollout.sampling import SamplingConfig
 
-__all__ = ["HELDOUT_SEED_OFFSET", "HeldoutConfig", "gold_summary", "heldout_comparison", "heldout_prompts",
+__all__ = ["HELDOUT_SEED_OFFSET", "HeldoutConfig", "gold_summary", "heldout_comparison", "heldout_inputs", "heldout_prompts",
            "prompt_file", "score_replies", "training_prompts_without", "write_samples"]
 
 # Held-out demo prompts are drawn with run.seed + this offset in every stage.
@@ -53,6 +54,17 @@ def prompt_file(path: str | Path, split: str) -> Path:
     return candidate if folder.is_dir() and candidate.is_file() else folder
 
 
+def heldout_inputs(cfg: HeldoutConfig) -> dict[str, Path]:
+    """The held-out prompt file as a stage input (its hash enters the run folder's fingerprint), if any."""
+    if cfg.prompts == 0 or not cfg.path:
+        return {}
+    path = prompt_file(cfg.path, "eval")
+    if not path.exists():
+        raise UserError(f"eval.path {cfg.path} does not exist; point it at a prompt file or a prepare stage "
+                        "folder, or omit it for demo-world prompts")
+    return {"eval_prompts": path}
+
+
 def heldout_prompts(cfg: HeldoutConfig, seed: int) -> list[str]:
     """The held-out prompts of a stage seeded with ``seed`` (the same for every stage given the same section)."""
     if cfg.prompts == 0:
@@ -60,7 +72,8 @@ def heldout_prompts(cfg: HeldoutConfig, seed: int) -> list[str]:
     if cfg.path:
         from rlhf.data.prompts import load_prompt_records
 
-        return [record.prompt for record in load_prompt_records(prompt_file(cfg.path, "eval"))][:cfg.prompts]
+        (path,) = heldout_inputs(cfg).values()
+        return [record.prompt for record in load_prompt_records(path)][:cfg.prompts]
     from rlhf.world.demo import generate_prompts
 
     return [prompt.text for prompt in generate_prompts(cfg.prompts, seed=seed + HELDOUT_SEED_OFFSET)]

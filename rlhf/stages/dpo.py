@@ -46,7 +46,7 @@ from rlhf.core.artifacts import StageRun, atomic_write_json
 from rlhf.core.errors import UserError
 from rlhf.core.runs import open_stage
 from rlhf.data.pairs import PreferencePair, split_pairs
-from rlhf.eval.heldout import heldout_comparison, heldout_prompts, prompt_file, score_replies, write_samples
+from rlhf.eval.heldout import heldout_comparison, heldout_inputs, heldout_prompts, score_replies, write_samples
 from rlhf.stages.rm import prepare_pairs
 from rlhf.trainers.hf import deepspeed_dict, last_complete_checkpoint
 from rlhf.trainers.ray_train import per_device_batch_size, run_on_ray, trainer_arguments, trl_worker
@@ -71,12 +71,8 @@ def run_dpo(cfg: DPOConfig) -> Path:
         demo_noise=cfg.data.demo_noise)
     base = resolve_model_path(cfg.model.name_or_path, cfg.model.tiny)
     inputs: dict[str, str | Path] = {"pairs": source, "policy": base}
-    try:
-        prompts = heldout_prompts(cfg.eval, cfg.run.seed)
-    except FileNotFoundError as err:
-        raise UserError(f"eval.path: {err}") from None
-    if prompts and cfg.eval.path:
-        inputs["eval_prompts"] = prompt_file(cfg.eval.path, "eval")
+    inputs.update(heldout_inputs(cfg.eval))
+    prompts = heldout_prompts(cfg.eval, cfg.run.seed)
     run = open_stage(cfg, inputs=inputs)
     if run.complete:
         print(f"dpo: up to date, skipping ({run.dir})")

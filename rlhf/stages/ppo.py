@@ -70,6 +70,7 @@ from rlhf.core.runs import MetricsLogger, open_stage
 from rlhf.data.stream import PromptStream, derive_seed
 from rlhf.eval.heldout import (
     heldout_comparison,
+    heldout_inputs,
     heldout_prompts,
     prompt_file,
     score_replies,
@@ -137,8 +138,7 @@ def open_stage_for(cfg: PPOConfig, policy_path: str) -> StageRun:
         inputs["reward_model"] = reward_model_dir(cfg.reward.model)
     if cfg.data.path:
         inputs["prompts"] = prompt_file(cfg.data.path, "train")
-    if cfg.eval.path:
-        inputs["eval_prompts"] = prompt_file(cfg.eval.path, "eval")
+    inputs.update(heldout_inputs(cfg.eval))
     return open_stage(cfg, inputs)
 
 

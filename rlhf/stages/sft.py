@@ -25,7 +25,7 @@ from rlhf.configs.sft import SFTConfig
 from rlhf.core.artifacts import StageRun, atomic_write_json, atomic_write_text, hash_path
 from rlhf.core.errors import UserError
 from rlhf.core.runs import open_stage
-from rlhf.eval.heldout import gold_summary, heldout_prompts, prompt_file, score_replies, write_samples
+from rlhf.eval.heldout import gold_summary, heldout_inputs, heldout_prompts, score_replies, write_samples
 from rlhf.trainers.hf import deepspeed_dict, last_complete_checkpoint, save_model
 
 __all__ = ["SFTConfig", "run_sft"]
@@ -85,12 +85,8 @@ def run_sft(cfg: SFTConfig) -> Path:
         raise UserError(f"data.path {corpus_path} does not exist; point it at a JSONL corpus or omit it")
     base = resolve_model_path(cfg.model.name_or_path, cfg.model.tiny)
     inputs: dict[str, str | Path] = {"corpus": corpus_path, "base_model": base}
-    try:
-        prompts = heldout_prompts(cfg.eval, cfg.run.seed)
-    except FileNotFoundError as err:
-        raise UserError(f"eval.path: {err}") from None
-    if prompts and cfg.eval.path:
-        inputs["eval_prompts"] = prompt_file(cfg.eval.path, "eval")
+    inputs.update(heldout_inputs(cfg.eval))
+    prompts = heldout_prompts(cfg.eval, cfg.run.seed)
     run = open_stage(cfg, inputs=inputs)
     if run.complete:
         print(f"sft: up to date, skipping ({run.dir})")
