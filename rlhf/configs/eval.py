@@ -9,6 +9,7 @@ from typing import Any, Literal
 from pydantic import Field, field_validator, model_validator
 
 from rlhf.core.config import RunConfig, StrictModel
+from rlhf.rollout.sampling import SamplingConfig
 
 __all__ = [
     "BestOfNSettings",
@@ -53,12 +54,10 @@ class PromptSetConfig(StrictModel):
                                  description="module:function giving a prompt's category when the file has none")
 
 
-class GenerationSettings(StrictModel):
-    """How every policy samples its replies."""
+class GenerationSettings(SamplingConfig):
+    """How every policy samples its replies (the shared sampling keys, and how many per prompt)."""
 
-    max_new_tokens: int = Field(96, ge=1, description="longest reply")
-    temperature: float = Field(1.0, ge=0.0, description="sampling temperature (0: greedy)")
-    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass")
+    max_new_tokens: int = Field(96, ge=1, description="longest reply in tokens")
     samples_per_prompt: int = Field(1, ge=1, description="replies per prompt and policy (paired by index)")
     batch_size: int = Field(32, ge=1, description="prompts per generation batch")
 

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from rlhf.core.config import RunConfig, StrictModel
+from rlhf.rollout.sampling import SamplingConfig
 from rlhf.rollout.vllm_settings import VLLMSettings, check_vllm_temperature
 
 __all__ = ["GenerateConfig", "PolicySpec", "PromptSource", "SamplingConfig"]
@@ -32,14 +33,11 @@ class PolicySpec(StrictModel):
         "transformers", description="rollout engine: transformers, or vllm (CUDA only, the vllm extra)")
 
 
-class SamplingConfig(StrictModel):
-    """Sampling parameters (the same names as vLLM's)."""
+class CandidateSampling(SamplingConfig):
+    """The shared sampling keys (the same names as vLLM's), and how many candidates per prompt."""
 
     n: int = Field(4, ge=1, description="candidates per prompt and policy")
-    temperature: float = Field(1.0, ge=0.0, description="sampling temperature (0: greedy)")
-    top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass")
-    top_k: int = Field(0, ge=0, description="top-k truncation (0: off)")
-    max_new_tokens: int = Field(96, ge=1, description="longest reply")
+    max_new_tokens: int = Field(96, ge=1, description="longest reply in tokens")
 
 
 class GenerateConfig(StrictModel):
@@ -49,7 +47,7 @@ class GenerateConfig(StrictModel):
     run: RunConfig = Field(default_factory=RunConfig)
     prompts: PromptSource = Field(default_factory=PromptSource)
     policies: list[PolicySpec] = Field(..., min_length=1, description="policies that write candidates")
-    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
+    sampling: CandidateSampling = Field(default_factory=CandidateSampling)
     batch_size: int = Field(32, ge=1, description="prompts per generation batch")
     vllm: VLLMSettings = Field(default_factory=VLLMSettings, description="vLLM engine settings (engine: vllm)")
 

@@ -13,17 +13,21 @@ described in :mod:`rlhf.eval.analysis`.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from rlhf.core.errors import UserError
 from rlhf.eval.analysis import score_column
+
+if TYPE_CHECKING:
+    from rlhf.rollout.types import SamplingParams
 
 __all__ = ["best_of_n_results", "judge_against_baseline", "read_reward_stats", "sample_policies", "score_samples"]
 
@@ -46,10 +50,7 @@ def sample_policies(
     reference: str | None,
     dtype: str,
     device: str,
-    max_new_tokens: int,
-    temperature: float,
-    top_p: float,
-    samples_per_prompt: int,
+    params: SamplingParams,
     batch_size: int,
     seed: int,
     best_of_n: int = 0,
@@ -59,15 +60,17 @@ def sample_policies(
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Sample replies from each policy (in ``model_paths`` order); returns (sample rows, best-of-n rows).
 
+    ``params.n`` replies per prompt and policy, paired by index across policies.
+
     Sampling goes through the shared rollout engine (:class:`rlhf.rollout.TransformersRolloutEngine`). With
     ``reference`` set, each reply's log-probability (temperature 1) is recomputed by a full forward pass
     under the policy and under the reference (``kl`` = their difference). Best-of-n rows hold ``best_of_n`` extra samples for the
     first ``best_of_n_prompts`` prompts of each policy in ``best_of_n_policies``.
     """
     from rlhf.models.loader import load_model, load_tokenizer
-    from rlhf.rollout import SamplingParams, TransformersRolloutEngine
+    from rlhf.rollout import TransformersRolloutEngine
 
-    params = SamplingParams(n=samples_per_prompt, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
+    samples_per_prompt = params.n
     reference_engine = None
     if reference:
         reference_engine = TransformersRolloutEngine(load_model(reference, "reference", dtype=dtype, device=device),
@@ -102,8 +105,7 @@ def sample_policies(
         if best_of_n > 0 and name in (best_of_n_policies or []):
             chosen = prompts[:best_of_n_prompts]
             print(f"eval: best-of-{best_of_n}: sampling {len(chosen) * best_of_n} replies from {name}")
-            bon_params = SamplingParams(n=best_of_n, temperature=temperature, top_p=top_p,
-                                        max_new_tokens=max_new_tokens)
+            bon_params = dataclasses.replace(params, n=best_of_n)
             extra = engine.generate([p["prompt"] for p in chosen], bon_params, seed + 1)
             for i, reply in enumerate(extra):
                 prompt = chosen[i // best_of_n]

@@ -118,8 +118,7 @@ def _evaluate(cfg: EvalConfig, run: StageRun, prompt_file: Path, model_paths: di
     gen = cfg.generation
     rows, bon_rows = sample_policies(
         prompts, model_paths, reference if cfg.kl.enabled else None, dtype=cfg.model.dtype, device=cfg.model.device,
-        max_new_tokens=gen.max_new_tokens, temperature=gen.temperature, top_p=gen.top_p,
-        samples_per_prompt=gen.samples_per_prompt, batch_size=gen.batch_size, seed=cfg.run.seed,
+        params=gen.params(n=gen.samples_per_prompt), batch_size=gen.batch_size, seed=cfg.run.seed,
         best_of_n=cfg.best_of_n.n, best_of_n_prompts=cfg.best_of_n.prompts, best_of_n_policies=bon_policies,
         scoring_batch_size=cfg.scoring.batch_size,
     )

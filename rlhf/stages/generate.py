@@ -51,7 +51,7 @@ def _load_prompts(source: PromptSource, seed: int) -> list[dict]:
 def run_generate(cfg: GenerateConfig) -> Path:
     """Run (or skip, when already complete) candidate generation; returns the stage folder."""
     from rlhf.models.loader import resolve_model_path
-    from rlhf.rollout import SamplingParams, open_engine
+    from rlhf.rollout import open_engine
 
     resolved = {p.name: resolve_model_path(p.path) for p in cfg.policies}
     inputs: dict[str, str | Path] = {f"policy:{name}": path for name, path in resolved.items()
@@ -63,8 +63,7 @@ def run_generate(cfg: GenerateConfig) -> Path:
         print(f"generate: up to date, skipping ({run.dir})")
         return run.dir
     prompts = _load_prompts(cfg.prompts, cfg.run.seed)
-    params = SamplingParams(n=cfg.sampling.n, temperature=cfg.sampling.temperature, top_p=cfg.sampling.top_p,
-                            top_k=cfg.sampling.top_k, max_new_tokens=cfg.sampling.max_new_tokens)
+    params = cfg.sampling.params(n=cfg.sampling.n)
     by_prompt: dict[str, dict[str, dict]] = {p["id"]: {} for p in prompts}
     duplicates = 0
     with run.lock():
