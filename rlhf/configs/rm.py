@@ -66,6 +66,13 @@ class PreferenceTrainConfig(StrictModel):
     eval_steps: int = Field(0, ge=0, description="log the loss on held-out pairs every N steps (0: not during "
                             "training)")
 
+    def optimiser_arguments(self) -> dict:
+        """The keyword arguments of :func:`rlhf.trainers.ray_train.trainer_arguments` this section sets."""
+        return {"lr": self.lr, "epochs": self.epochs, "max_steps": self.max_steps, "grad_accum": self.grad_accum,
+                "warmup_ratio": self.warmup_ratio, "weight_decay": self.weight_decay,
+                "lr_scheduler": self.lr_scheduler, "max_grad_norm": self.max_grad_norm,
+                "logging_steps": self.logging_steps, "save_steps": self.save_steps}
+
 
 class RMEvalConfig(StrictModel):
     """Evaluation written to eval.json after training."""

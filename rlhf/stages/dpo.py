@@ -117,13 +117,10 @@ def _train(cfg: DPOConfig, run: StageRun, pairs: list[PreferencePair], summary: 
     staging = run.path(".model.partial")
     shutil.rmtree(staging, ignore_errors=True)
     args = trainer_arguments(
-        output_dir=ckpt_dir, lr=cfg.train.lr, epochs=cfg.train.epochs, max_steps=cfg.train.max_steps,
+        output_dir=ckpt_dir, **cfg.train.optimiser_arguments(), eval_steps=cfg.train.eval_steps if with_eval else 0,
         per_device_batch=per_device_batch_size(cfg.train.batch_size, cfg.resources.num_workers, cfg.train.grad_accum),
-        grad_accum=cfg.train.grad_accum, warmup_ratio=cfg.train.warmup_ratio, weight_decay=cfg.train.weight_decay,
-        lr_scheduler=cfg.train.lr_scheduler, max_grad_norm=cfg.train.max_grad_norm,
-        logging_steps=cfg.train.logging_steps, save_steps=cfg.train.save_steps,
-        eval_steps=cfg.train.eval_steps if with_eval else 0, seed=cfg.run.seed, use_gpu=cfg.resources.use_gpu,
-        bf16=cfg.model.dtype == "bfloat16", deepspeed=deepspeed_dict(cfg.deepspeed))
+        seed=cfg.run.seed, use_gpu=cfg.resources.use_gpu, bf16=cfg.model.dtype == "bfloat16",
+        deepspeed=deepspeed_dict(cfg.deepspeed))
     loss_types, loss_weights = [cfg.loss.type], [1.0]
     if cfg.loss.sft_weight > 0:
         loss_types, loss_weights = [cfg.loss.type, "sft"], [1.0, cfg.loss.sft_weight]

@@ -136,11 +136,8 @@ def _train(cfg: RMConfig, run: StageRun, pairs: list[PreferencePair], summary: d
     staging = run.path(".model.partial")
     shutil.rmtree(staging, ignore_errors=True)
     args = trainer_arguments(
-        output_dir=ckpt_dir, lr=cfg.train.lr, epochs=cfg.train.epochs, max_steps=cfg.train.max_steps,
+        output_dir=ckpt_dir, **cfg.train.optimiser_arguments(), eval_steps=cfg.train.eval_steps,
         per_device_batch=per_device_batch_size(cfg.train.batch_size, cfg.resources.num_workers, cfg.train.grad_accum),
-        grad_accum=cfg.train.grad_accum, warmup_ratio=cfg.train.warmup_ratio, weight_decay=cfg.train.weight_decay,
-        lr_scheduler=cfg.train.lr_scheduler, max_grad_norm=cfg.train.max_grad_norm,
-        logging_steps=cfg.train.logging_steps, save_steps=cfg.train.save_steps, eval_steps=cfg.train.eval_steps,
         seed=cfg.run.seed, use_gpu=cfg.resources.use_gpu, bf16=cfg.model.dtype == "bfloat16",
         deepspeed=deepspeed_dict(cfg.deepspeed))
     # Pairs are tokenised and length-filtered above, so the trainer neither re-tokenises nor filters.
