@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import itertools
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 from scipy import stats as sps
 
+from rlhf.eval.analysis import default_metrics_dir
 from rlhf.eval.divergence import best_of_n_curve, best_of_n_kl_bound, sequence_kl
 from rlhf.eval.human import HumanVote, build_blind_items, merge_votes, vote_outcome
 from rlhf.eval.length_control import fit_length_glm, length_controlled_win_rate
@@ -24,7 +24,7 @@ from rlhf.eval.stats import (
     win_rate,
 )
 
-METRICS = Path(__file__).resolve().parent.parent / "metrics"
+METRICS = default_metrics_dir()  # package data: rlhf/eval/metrics
 
 
 # --- intervals against known binomial cases -------------------------------------------------------------
