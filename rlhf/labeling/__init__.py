@@ -16,8 +16,9 @@ client and ``rlhf --help`` stays fast.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from rlhf.utils.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from rlhf.labeling.config import ArgillaConfig, LabelingConfig, ServiceConfig
@@ -66,19 +67,7 @@ _MODULES: dict[str, tuple[str, ...]] = {
     "users": ("NewUser", "User", "Workspace", "add_to_workspace", "create_user", "delete_user", "ensure_workspace",
               "find_user", "list_users", "list_workspaces", "user_api_key"),
 }
-_HOME = {name: module for module, names in _MODULES.items() for name in names}
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _HOME:
-        raise AttributeError(f"module 'rlhf.labeling' has no attribute '{name}'")
-    value = getattr(importlib.import_module(f"rlhf.labeling.{_HOME[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_HOME})
+__getattr__, __dir__ = lazy_attributes(globals(), _MODULES)
 
 
 __all__ = [

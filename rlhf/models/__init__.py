@@ -7,26 +7,14 @@ reading a config or printing ``--help`` does not load torch.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rlhf.models.config import LoraSettings, ModelConfig, TinyModelConfig
+from rlhf.utils.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from rlhf.models.loader import load_model, load_tokenizer, resolve_model_path
 
 __all__ = ["LoraSettings", "ModelConfig", "TinyModelConfig", "load_model", "load_tokenizer", "resolve_model_path"]
 
-_LOADER = ("load_model", "load_tokenizer", "resolve_model_path")
-
-
-def __getattr__(name: str) -> Any:
-    if name not in _LOADER:
-        raise AttributeError(f"module 'rlhf.models' has no attribute '{name}'")
-    value = getattr(importlib.import_module("rlhf.models.loader"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *_LOADER})
+__getattr__, __dir__ = lazy_attributes(globals(), {"loader": ("load_model", "load_tokenizer", "resolve_model_path")})

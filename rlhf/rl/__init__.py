@@ -16,10 +16,10 @@ Importing this package imports no torch: the names below load their module on fi
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from rlhf.rl.types import Advantage, AggregationMode, KLKind, KLPlacement, TruncationMode
+from rlhf.utils.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from rlhf.rl.advantages import (
@@ -57,15 +57,15 @@ if TYPE_CHECKING:
         place_reward_on_last_token,
     )
 
-_MODULE_OF = {
-    **dict.fromkeys(("compute_advantages", "gae", "group_mean_std", "grpo_advantages", "reinforce_pp_advantages",
-                     "rloo_advantages"), "advantages"),
-    **dict.fromkeys(("AdaptiveKLController", "FixedKLController", "KLController", "kl_estimate"), "kl"),
-    **dict.fromkeys(("ObjectiveStats", "PolicyLossSettings", "PolicyLossStats", "ValueLossStats", "aggregate",
-                     "critic_warmup_active", "entropy_from_logits", "kl_loss", "policy_loss", "ppo_objective",
-                     "truncated_importance_weights", "value_loss"), "losses"),
-    **dict.fromkeys(("TruncationResult", "apply_truncation", "compute_token_rewards", "masked_mean", "masked_sum",
-                     "masked_var", "masked_whiten", "normalise_rewards", "place_reward_on_last_token"), "masking"),
+_MODULES: dict[str, tuple[str, ...]] = {
+    "advantages": ("compute_advantages", "gae", "group_mean_std", "grpo_advantages", "reinforce_pp_advantages",
+        "rloo_advantages"),
+    "kl": ("AdaptiveKLController", "FixedKLController", "KLController", "kl_estimate"),
+    "losses": ("ObjectiveStats", "PolicyLossSettings", "PolicyLossStats", "ValueLossStats", "aggregate",
+        "critic_warmup_active", "entropy_from_logits", "kl_loss", "policy_loss", "ppo_objective",
+        "truncated_importance_weights", "value_loss"),
+    "masking": ("TruncationResult", "apply_truncation", "compute_token_rewards", "masked_mean", "masked_sum",
+        "masked_var", "masked_whiten", "normalise_rewards", "place_reward_on_last_token"),
 }
 
 __all__ = [
@@ -108,14 +108,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module 'rlhf.rl' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"rlhf.rl.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_attributes(globals(), _MODULES)

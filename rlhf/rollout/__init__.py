@@ -15,8 +15,9 @@ config that reads :mod:`.sampling` or :mod:`.vllm_settings` stays light.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from rlhf.utils.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from rlhf.rollout.engines import EngineKind, open_engine
@@ -45,24 +46,15 @@ __all__ = [
     "response_logprobs",
 ]
 
-_MODULE_OF = {
-    "EngineKind": "engines", "open_engine": "engines", "SamplingConfig": "sampling",
-    "PackedSequences": "sequences", "pack_sequences": "sequences", "position_ids": "sequences",
-    "response_logprobs": "sequences", "TransformersRolloutEngine": "transformers_engine",
-    "load_named_tensors": "transformers_engine", "NamedTensors": "types", "RolloutEngine": "types",
-    "RolloutSample": "types", "SamplingParams": "types", "VLLMRolloutEngine": "vllm_engine",
-    "VLLMSettings": "vllm_settings",
+_MODULES: dict[str, tuple[str, ...]] = {
+    "engines": ("EngineKind", "open_engine"),
+    "sampling": ("SamplingConfig",),
+    "sequences": ("PackedSequences", "pack_sequences", "position_ids", "response_logprobs"),
+    "transformers_engine": ("TransformersRolloutEngine", "load_named_tensors"),
+    "types": ("NamedTensors", "RolloutEngine", "RolloutSample", "SamplingParams"),
+    "vllm_engine": ("VLLMRolloutEngine",),
+    "vllm_settings": ("VLLMSettings",),
 }
 
 
-def __getattr__(name: str) -> Any:
-    module = _MODULE_OF.get(name)
-    if module is None:
-        raise AttributeError(f"module 'rlhf.rollout' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"rlhf.rollout.{module}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return __all__
+__getattr__, __dir__ = lazy_attributes(globals(), _MODULES)
