@@ -10,6 +10,7 @@ import pytest
 
 from rlhf.core.errors import UserError
 from rlhf.data.pairs import (
+    best_vs_worst,
     PAIRS_FILE,
     PreferencePair,
     demo_pairs,
@@ -135,3 +136,24 @@ def test_pairs_from_hh_converts_turns(tmp_path):
     assert [m["role"] for m in multi.conversation()] == ["user", "assistant", "user"]
     assert single.prompt_messages is None and single.conversation() == [{"role": "user", "content": "Single?"}]
     assert multi.agreement == 1.0 and multi.provenance["line"] == 1
+
+
+def _ranked(prompt_id: str, order: list[str]) -> list[PreferencePair]:
+    """Every pair of one prompt's replies, ranked ``order`` (best first)."""
+    return [PreferencePair(prompt=f"q{prompt_id}", chosen=a, rejected=b, agreement=1.0, margin=0.0, prompt_id=prompt_id, chosen_id=a,
+                           rejected_id=b) for i, a in enumerate(order) for b in order[i + 1:]]
+
+
+def test_best_vs_worst_keeps_each_prompts_best_over_its_worst():
+    pairs = _ranked("p1", ["c", "a", "d", "b"]) + _ranked("p2", ["y", "x"])
+    kept = best_vs_worst(pairs[::-1])
+    assert {(p.prompt_id, p.chosen_id, p.rejected_id) for p in kept} == {("p1", "c", "b"), ("p2", "y", "x")}
+
+
+def test_best_vs_worst_uses_copeland_scores_when_a_pair_is_missing():
+    # a-d was a tie, so that pair is absent: a is best (2 wins), d worst; among a's pairs, c is the lower
+    pairs = [PreferencePair(prompt="q", chosen=w, rejected=l, agreement=1.0, margin=0.0, prompt_id="p",
+                           chosen_id=w, rejected_id=l)
+             for w, l in [("a", "b"), ("a", "c"), ("b", "c"), ("b", "d"), ("c", "d")]]
+    kept = best_vs_worst(pairs)
+    assert [(p.chosen_id, p.rejected_id) for p in kept] == [("a", "c")]

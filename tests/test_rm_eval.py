@@ -78,3 +78,34 @@ def test_best_of_n_with_an_aligned_proxy_raises_gold():
 
 def test_reward_stats():
     assert rm_eval.reward_stats([1.0, 3.0]) == {"mean": 2.0, "std": 1.0, "count": 2}
+
+
+def test_both_orders_mirrors_each_pair():
+    p, t = rm_eval.both_orders([0.9, 0.3], [1.0, 0.75])
+    assert p.tolist() == pytest.approx([0.9, 0.3, 0.1, 0.7]) and t.tolist() == pytest.approx([1.0, 0.75, 0.0, 0.25])
+
+
+def test_fit_temperature_recovers_the_generating_temperature():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0.0, 2.0, 20000)
+    # labels drawn from sigmoid(logits); the model reports 3x the logits (overconfident), so T should be 3
+    labels = (rng.random(logits.size) < rm_eval.sigmoid(logits)).astype(float)
+    assert rm_eval.fit_temperature(3.0 * logits, labels) == pytest.approx(3.0, rel=0.05)
+
+
+def test_temperature_scaling_lowers_the_ece_of_an_overconfident_model_without_changing_accuracy():
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0.0, 1.5, 4000)
+    labels = (rng.random(logits.size) < rm_eval.sigmoid(logits)).astype(float)
+    margins = 4.0 * logits
+    groups = [f"prompt-{i // 4}" for i in range(logits.size)]
+    before = rm_eval.expected_calibration_error(*rm_eval.both_orders(rm_eval.sigmoid(margins), labels))
+    calibrated = rm_eval.cross_fitted_probs(margins, labels, groups)
+    after = rm_eval.expected_calibration_error(*rm_eval.both_orders(calibrated, labels))
+    assert before > 0.1 and after < 0.03
+    assert np.array_equal(calibrated > 0.5, margins > 0)
+
+
+def test_cross_fitted_probs_needs_two_groups():
+    with pytest.raises(ValueError, match="at least 2 prompts"):
+        rm_eval.cross_fitted_probs([1.0, 2.0], [1.0, 1.0], ["a", "a"])

@@ -22,6 +22,9 @@ class PairsDataConfig(StrictModel):
                              ".jsonl(.gz) with format=hh; omit for demo-world pairs")
     format: Literal["pairs", "hh"] = Field("pairs", description="'pairs' snapshot or 'hh' (Anthropic HH-RLHF)")
     eval_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of prompts held out (pairs without split)")
+    train_pairs: Literal["all", "best_vs_worst"] = Field(
+        "all", description="which training pairs of a prompt to keep: all, or only its best reply over its worst "
+        "(rlhf.data.pairs.best_vs_worst; the widest gap, a usual choice for DPO)")
     max_train_pairs: int | None = Field(None, ge=1, description="keep at most this many training pairs (seeded)")
     demo_prompts: int = Field(1000, ge=1, description="demo world: prompts to rank")
     demo_candidates: int = Field(4, ge=2, description="demo world: candidate replies per prompt")

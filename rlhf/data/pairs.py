@@ -36,7 +36,8 @@ from rlhf.core.artifacts import atomic_write_text
 from rlhf.core.errors import UserError
 
 __all__ = [
-    "PAIRS_FILE", "PreferencePair", "demo_pairs", "pairs_from_hh", "read_pairs", "split_pairs", "text_id", "write_pairs",
+    "PAIRS_FILE", "PreferencePair", "best_vs_worst",
+    "demo_pairs", "pairs_from_hh", "read_pairs", "split_pairs", "text_id", "write_pairs",
 ]
 
 PAIRS_FILE = "pairs.jsonl"
@@ -185,6 +186,34 @@ def split_pairs(pairs: list[PreferencePair], eval_fraction: float, seed: int
             side = "eval" if bucket < eval_fraction else "train"
         (held if side == "eval" else train).append(pair)
     return train, held
+
+
+def _copeland(group: list[PreferencePair]) -> dict[str, tuple[int, int]]:
+    """Each reply's (wins minus losses, minus losses) over one prompt's pairs."""
+    wins: dict[str, int] = {}
+    losses: dict[str, int] = {}
+    for pair in group:
+        wins[pair.chosen_id] = wins.get(pair.chosen_id, 0) + 1
+        losses[pair.rejected_id] = losses.get(pair.rejected_id, 0) + 1
+    return {r: (wins.get(r, 0) - losses.get(r, 0), -losses.get(r, 0)) for r in wins.keys() | losses.keys()}
+
+
+def best_vs_worst(pairs: list[PreferencePair]) -> list[PreferencePair]:
+    """Per prompt, the one pair of its best reply over its worst (the field's usual DPO choice).
+
+    Replies are ordered by Copeland score over the prompt's pairs (wins minus losses, then fewer losses);
+    the kept pair is the one whose chosen reply scores highest and whose rejected reply lowest, among the
+    pairs the snapshot holds (remaining ties go to the smaller reply ids, so the choice is deterministic).
+    """
+    by_prompt: dict[str, list[PreferencePair]] = {}
+    for pair in pairs:
+        by_prompt.setdefault(pair.prompt_id, []).append(pair)
+    kept = []
+    for group in by_prompt.values():
+        score = _copeland(group)
+        kept.append(min(group, key=lambda p: (tuple(-x for x in score[p.chosen_id]), score[p.rejected_id],
+                                              p.chosen_id, p.rejected_id)))
+    return kept
 
 
 def _votes(perceived: list[list[float]], i: int, j: int) -> tuple[int, int, int]:

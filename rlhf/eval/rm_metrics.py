@@ -4,7 +4,14 @@
   by agreement bucket (pairs whose annotators agreed more should be easier);
 * calibration: the Bradley-Terry probability ``sigmoid(r_chosen - r_rejected)`` against the annotators'
   vote share for ``chosen``; ECE = sum over equal-width probability bins of (bin share) x |mean predicted -
-  mean vote share| (Naeini et al. 2015, with the vote share as a soft label);
+  mean vote share| (Naeini et al. 2015, with the vote share as a soft label). A snapshot stores each pair
+  with the majority's pick as ``chosen``, so every vote share is at least 0.5; :func:`both_orders` adds each
+  pair in the other order too (``1 - p`` against ``1 - share``), as a reliability diagram of a pairwise
+  model must, else the ECE would reward overconfidence and punish every wrong pair by at least 0.5;
+* temperature scaling (Guo et al. 2017): one scalar ``T`` with ``p = sigmoid((r_c - r_r) / T)`` fitted by
+  minimising the soft-label log loss on held-out pairs (:func:`fit_temperature`); ranking and accuracy do
+  not change. :func:`cross_fitted_probs` fits ``T`` on some prompts and applies it to the others, so the
+  calibrated ECE is measured on pairs that did not choose ``T``;
 * length bias: Pearson correlation of reward with response length (words), and the length-only baseline
   (predict the longer, or the shorter, reply as chosen: the direction is fitted on training pairs);
 * best-of-n: for each prompt with ``N`` scored candidates and each ``n`` dividing ``N``, the candidates are
@@ -25,8 +32,11 @@ __all__ = [
     "DEFAULT_AGREEMENT_EDGES",
     "accuracy_by_agreement",
     "best_of_n_curve",
+    "both_orders",
     "calibration_bins",
+    "cross_fitted_probs",
     "expected_calibration_error",
+    "fit_temperature",
     "length_baseline",
     "pairwise_accuracy",
     "pearson",
@@ -98,6 +108,67 @@ def expected_calibration_error(probs: Sequence[float], targets: Sequence[float],
     rows = calibration_bins(probs, targets, bins)
     total = sum(r["count"] for r in rows)
     return float(sum(r["count"] / total * abs(r["predicted"] - r["observed"]) for r in rows))
+
+
+def both_orders(probs: Sequence[float], targets: Sequence[float]) -> tuple[np.ndarray, np.ndarray]:
+    """Each pair in both orders: ``(p, t)`` followed by ``(1 - p, 1 - t)``."""
+    p, t = _array(probs), _array(targets)
+    return np.concatenate([p, 1.0 - p]), np.concatenate([t, 1.0 - t])
+
+
+def _log_loss(margins: np.ndarray, targets: np.ndarray, inverse_t: float) -> float:
+    z = margins * inverse_t
+    # -[t log sigmoid(z) + (1 - t) log sigmoid(-z)], with log sigmoid(z) = -logaddexp(0, -z)
+    return float(np.mean(targets * np.logaddexp(0.0, -z) + (1.0 - targets) * np.logaddexp(0.0, z)))
+
+
+def fit_temperature(margins: Sequence[float], targets: Sequence[float], lo: float = 0.02, hi: float = 50.0,
+                    iters: int = 100) -> float:
+    """``T`` minimising the log loss of ``sigmoid(margin / T)`` against soft targets, within ``[lo, hi]``.
+
+    The loss is convex in ``1 / T`` (a one-weight logistic regression), so a golden-section search over
+    ``1 / T`` finds the optimum.
+    """
+    m, t = _array(margins), _array(targets)
+    if m.shape != t.shape or m.size == 0:
+        raise ValueError("margins and targets must be non-empty and of the same length")
+    if not 0 < lo < hi:
+        raise ValueError(f"temperature bounds must satisfy 0 < lo < hi, got {lo}, {hi}")
+    a, b = 1.0 / hi, 1.0 / lo
+    ratio = (np.sqrt(5.0) - 1.0) / 2.0
+    c, d = b - ratio * (b - a), a + ratio * (b - a)
+    fc, fd = _log_loss(m, t, c), _log_loss(m, t, d)
+    for _ in range(iters):
+        if fc <= fd:
+            b, d, fd = d, c, fc
+            c = b - ratio * (b - a)
+            fc = _log_loss(m, t, c)
+        else:
+            a, c, fc = c, d, fd
+            d = a + ratio * (b - a)
+            fd = _log_loss(m, t, d)
+    return float(2.0 / (a + b))
+
+
+def cross_fitted_probs(margins: Sequence[float], targets: Sequence[float], groups: Sequence[str],
+                       folds: int = 2) -> np.ndarray:
+    """Calibrated probabilities where each pair's ``T`` was fitted on the other folds' groups (prompts).
+
+    Groups are assigned to folds in sorted order, round robin, so the split is deterministic; with fewer
+    groups than folds there is nothing to hold out and a ``ValueError`` says so.
+    """
+    m, t = _array(margins), _array(targets)
+    keys = sorted(set(groups))
+    if len(keys) < folds or folds < 2:
+        raise ValueError(f"cross-fitting needs at least {max(folds, 2)} prompts and 2 folds, got {len(keys)} "
+                         f"prompts and {folds} folds")
+    fold_of = {k: i % folds for i, k in enumerate(keys)}
+    fold = np.array([fold_of[g] for g in groups])
+    out = np.empty_like(m)
+    for f in range(folds):
+        held = fold == f
+        out[held] = sigmoid(m[held] / fit_temperature(m[~held], t[~held]))
+    return out
 
 
 def pearson(x: Sequence[float], y: Sequence[float]) -> float:

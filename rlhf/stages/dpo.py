@@ -45,7 +45,7 @@ from rlhf.configs.dpo import DPOConfig
 from rlhf.core.artifacts import StageRun, atomic_write_json
 from rlhf.core.errors import UserError
 from rlhf.core.runs import open_stage
-from rlhf.data.pairs import PreferencePair, split_pairs
+from rlhf.data.pairs import PreferencePair, best_vs_worst, split_pairs
 from rlhf.eval.heldout import heldout_comparison, heldout_inputs, heldout_prompts, score_replies, write_samples
 from rlhf.stages.rm import prepare_pairs
 from rlhf.trainers.hf import deepspeed_dict, last_complete_checkpoint
@@ -100,6 +100,8 @@ def _train(cfg: DPOConfig, run: StageRun, pairs: list[PreferencePair], summary: 
     held = set(prompts)
     heldout_dropped = sum(p.prompt in held for p in train_pairs)
     train_pairs = [p for p in train_pairs if p.prompt not in held]
+    if cfg.data.train_pairs == "best_vs_worst":
+        train_pairs = best_vs_worst(train_pairs)
     if cfg.data.max_train_pairs is not None and len(train_pairs) > cfg.data.max_train_pairs:
         train_pairs = random.Random(cfg.run.seed).sample(train_pairs, cfg.data.max_train_pairs)
     if not train_pairs:

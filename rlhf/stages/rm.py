@@ -16,8 +16,9 @@ config model is :class:`rlhf.configs.rm.RMConfig`.
 
 Outputs (in ``runs/rm/<name>-<fingerprint>/``): ``model/`` (weights, tokenizer and ``reward_stats.json``:
 mean and std of rewards on training responses, which PPO uses to normalise rewards), ``eval.json`` (held-out
-accuracy overall and by agreement bucket, ECE and calibration bins, reward-length correlation, length-only
-baseline, and on demo-world data the best-of-n curve of proxy reward against the gold rubric),
+accuracy overall and by agreement bucket, ECE and calibration bins before and after temperature scaling
+(the temperature, fitted on held-out pairs, is saved in ``reward_stats.json``; the calibrated ECE is
+cross-fitted over prompts), reward-length correlation, length-only baseline, and on demo-world data the best-of-n curve of proxy reward against the gold rubric),
 ``metrics.json``, ``metrics.jsonl`` + ``tensorboard/`` (``train/*``), ``manifest.json``.
 """
 
@@ -33,7 +34,15 @@ from rlhf.configs.rm import RMConfig
 from rlhf.core.artifacts import StageRun, atomic_write_json, hash_path
 from rlhf.core.errors import UserError
 from rlhf.core.runs import open_stage
-from rlhf.data.pairs import PreferencePair, demo_pairs, pairs_from_hh, read_pairs, split_pairs, write_pairs
+from rlhf.data.pairs import (
+    PreferencePair,
+    best_vs_worst,
+    demo_pairs,
+    pairs_from_hh,
+    read_pairs,
+    split_pairs,
+    write_pairs,
+)
 from rlhf.models.reward import REWARD_STATS_FILE, chat_ids, reward_scores
 from rlhf.trainers.hf import deepspeed_dict, last_complete_checkpoint
 from rlhf.trainers.ray_train import per_device_batch_size, run_on_ray, trainer_arguments, trl_worker
@@ -117,6 +126,8 @@ def _train(cfg: RMConfig, run: StageRun, pairs: list[PreferencePair], summary: d
     from rlhf.models.loader import load_tokenizer
 
     train_pairs, eval_pairs = split_pairs(pairs, cfg.data.eval_fraction, cfg.run.seed)
+    if cfg.data.train_pairs == "best_vs_worst":
+        train_pairs = best_vs_worst(train_pairs)
     if cfg.data.max_train_pairs is not None and len(train_pairs) > cfg.data.max_train_pairs:
         train_pairs = random.Random(cfg.run.seed).sample(train_pairs, cfg.data.max_train_pairs)
     if not train_pairs or not eval_pairs:
@@ -190,6 +201,9 @@ def _evaluate(cfg: RMConfig, model_dir: Path, train_pairs: list[PreferencePair],
     rc, rr = score(eval_pairs, "chosen"), score(eval_pairs, "rejected")
     agreement = np.array([p.agreement for p in eval_pairs])
     probs = rm_eval.sigmoid(rc - rr)
+    temperature = rm_eval.fit_temperature(rc - rr, agreement)
+    prompts = [p.prompt_id for p in eval_pairs]
+    calibrated = rm_eval.cross_fitted_probs(rc - rr, agreement, prompts) if len(set(prompts)) >= 2 else None
 
     def words(pairs: list[PreferencePair], attr: str) -> list[int]:
         return [len(getattr(p, attr).split()) for p in pairs]
@@ -202,7 +216,8 @@ def _evaluate(cfg: RMConfig, model_dir: Path, train_pairs: list[PreferencePair],
     summary = {
         "accuracy": rm_eval.pairwise_accuracy(rc, rr),
         "length_baseline_accuracy": length_acc,
-        "ece": rm_eval.expected_calibration_error(probs, agreement, cfg.eval.calibration_bins),
+        "ece": rm_eval.expected_calibration_error(*rm_eval.both_orders(probs, agreement), cfg.eval.calibration_bins),
+        "temperature": temperature,
         "reward_length_corr": rm_eval.pearson(np.concatenate([rc, rr]),
                                               words(eval_pairs, "chosen") + words(eval_pairs, "rejected")),
         "mean_margin": float(np.mean(rc - rr)),
@@ -212,14 +227,20 @@ def _evaluate(cfg: RMConfig, model_dir: Path, train_pairs: list[PreferencePair],
         "pairs": len(eval_pairs),
         "length_baseline_direction": direction,
         "accuracy_by_agreement": rm_eval.accuracy_by_agreement(rc, rr, agreement, cfg.eval.agreement_edges),
-        "calibration": rm_eval.calibration_bins(probs, agreement, cfg.eval.calibration_bins),
-        "reward_stats": {**rm_eval.reward_stats(train_rewards), "source": "training responses (chosen and rejected)"},
+        "calibration": rm_eval.calibration_bins(*rm_eval.both_orders(probs, agreement), cfg.eval.calibration_bins),
+        "reward_stats": {**rm_eval.reward_stats(train_rewards), "temperature": temperature,
+                         "source": "training responses (chosen and rejected); temperature: fitted on held-out pairs"},
     }
-    prompts = cfg.eval.best_of_n_prompts
-    if prompts is None:
-        prompts = 0 if cfg.data.format == "hh" else 64
-    if prompts and cfg.eval.best_of_n:
-        curve = _best_of_n(model, tokenizer, prompts, max(cfg.eval.best_of_n), cfg.run.seed, cfg.eval.batch_size)
+    if calibrated is not None:
+        summary["ece_calibrated"] = rm_eval.expected_calibration_error(
+            *rm_eval.both_orders(calibrated, agreement), cfg.eval.calibration_bins)
+        report["calibration_after"] = rm_eval.calibration_bins(*rm_eval.both_orders(calibrated, agreement),
+                                                               cfg.eval.calibration_bins)
+    bon_prompts = cfg.eval.best_of_n_prompts
+    if bon_prompts is None:
+        bon_prompts = 0 if cfg.data.format == "hh" else 64
+    if bon_prompts and cfg.eval.best_of_n:
+        curve = _best_of_n(model, tokenizer, bon_prompts, max(cfg.eval.best_of_n), cfg.run.seed, cfg.eval.batch_size)
         report["best_of_n"] = rm_eval.best_of_n_curve(*curve, cfg.eval.best_of_n)
         summary["best_of_n_gold_gain"] = report["best_of_n"][-1]["gold"] - report["best_of_n"][0]["gold"]
     return report
