@@ -10,9 +10,9 @@ import pytest
 
 from rlhf.core.errors import UserError
 from rlhf.data.pairs import (
-    best_vs_worst,
     PAIRS_FILE,
     PreferencePair,
+    best_vs_worst,
     demo_pairs,
     pairs_from_hh,
     read_pairs,

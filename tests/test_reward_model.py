@@ -14,11 +14,11 @@ import pytest
 
 from rlhf.core.config import ConfigError
 from rlhf.core.errors import UserError
-from rlhf.data.pairs import PreferencePair, demo_pairs
+from rlhf.data.pairs import PreferencePair, demo_pairs, write_pairs
 from rlhf.models.config import TinyModelConfig
 from rlhf.models.reward import REWARD_STATS_FILE, chat_ids, reward_scores
 from rlhf.stages import load_config
-from rlhf.stages.rm import _save_dataset
+from rlhf.stages.rm import _save_dataset, prepare_pairs
 
 TINY = ["model.tiny.hidden_size=64", "model.tiny.num_layers=2", "model.tiny.num_heads=2",
         "model.tiny.intermediate_size=128", "model.tiny.tokenizer_corpus_size=300"]
@@ -42,10 +42,26 @@ def _tiny_path() -> str:
     (["resources.num_wokers=2"], "did you mean 'num_workers'"),
     (["resources.worker.num_cpus=0"], "must reserve some resource"),
     (["ray.num_workers=2"], "unknown key 'ray'"),
+    (["data.include=[snap1]"], "data.include adds pairs snapshots to a data.path snapshot"),
 ])
 def test_config_rejects_contradictions(overrides, needle):
     with pytest.raises(ConfigError, match=needle):
         load_config(None, overrides, expect_stage="rm")
+
+
+def test_included_snapshots_are_trained_on_and_are_stage_inputs(tmp_path):
+    first, second = demo_pairs(4, 3, seed=1), demo_pairs(3, 3, seed=2)
+    write_pairs(tmp_path / "r1", first)
+    write_pairs(tmp_path / "r2", second)
+    cfg = load_config(None, [f"data.path={tmp_path / 'r2'}", f"data.include=[{tmp_path / 'r1'}]"], expect_stage="rm")
+    inputs, pairs, summary = prepare_pairs(cfg.data, str(tmp_path), 0)
+    assert pairs == second + first
+    assert inputs == {"pairs": tmp_path / "r2", "pairs:1": tmp_path / "r1"}
+    assert summary["pairs_per_snapshot"] == [len(second), len(first)]
+    missing = load_config(None, [f"data.path={tmp_path / 'r2'}", f"data.include=[{tmp_path / 'r0'}]"],
+                          expect_stage="rm")
+    with pytest.raises(UserError, match="data.include .*r0 does not exist"):
+        prepare_pairs(missing.data, str(tmp_path), 0)
 
 
 def test_dataset_matches_scoring_tokenisation_and_drops_long_pairs(tmp_path):

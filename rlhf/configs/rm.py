@@ -20,6 +20,8 @@ class PairsDataConfig(StrictModel):
 
     path: str | None = Field(None, description="pairs snapshot folder (or its pairs.jsonl), or an HH-RLHF "
                              ".jsonl(.gz) with format=hh; omit for demo-world pairs")
+    include: list[str] = Field(default_factory=list, description="more pairs snapshots trained on together with "
+                               "data.path (the pipeline passes earlier rounds' snapshots)")
     format: Literal["pairs", "hh"] = Field("pairs", description="'pairs' snapshot or 'hh' (Anthropic HH-RLHF)")
     eval_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="share of prompts held out (pairs without split)")
     train_pairs: Literal["all", "best_vs_worst"] = Field(
@@ -36,6 +38,9 @@ class PairsDataConfig(StrictModel):
         demo_keys = {k for k in self.model_fields_set if k.startswith("demo_")}
         if self.path is not None and demo_keys:
             raise ValueError(f"data.{min(demo_keys)} only applies without data.path; remove one of them")
+        if self.include and (self.path is None or self.format != "pairs"):
+            raise ValueError("data.include adds pairs snapshots to a data.path snapshot (format=pairs); set data.path "
+                             "or remove data.include")
         if self.format == "hh" and self.path is None:
             raise ValueError("data.format=hh needs data.path (an HH-RLHF .jsonl or .jsonl.gz file)")
         return self

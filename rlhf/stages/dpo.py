@@ -65,12 +65,9 @@ def run_dpo(cfg: DPOConfig) -> Path:
     """Run (or skip, when already complete) the DPO stage; returns the stage folder."""
     from rlhf.models.loader import resolve_model_path
 
-    source, pairs, summary = prepare_pairs(
-        cfg.data.path, cfg.data.format, cfg.run.root, cfg.run.seed, demo_prompts=cfg.data.demo_prompts,
-        demo_candidates=cfg.data.demo_candidates, demo_annotators=cfg.data.demo_annotators,
-        demo_noise=cfg.data.demo_noise)
+    inputs, pairs, summary = prepare_pairs(cfg.data, cfg.run.root, cfg.run.seed)
     base = resolve_model_path(cfg.model.name_or_path, cfg.model.tiny)
-    inputs: dict[str, str | Path] = {"pairs": source, "policy": base}
+    inputs["policy"] = base
     inputs.update(heldout_inputs(cfg.eval))
     prompts = heldout_prompts(cfg.eval, cfg.run.seed)
     run = open_stage(cfg, inputs=inputs)

@@ -1,7 +1,8 @@
 """``rlhf train rm``: a Bradley-Terry reward model trained with TRL's RewardTrainer on Ray Train workers.
 
 Data: a pairs snapshot (``data.path``: a folder holding ``pairs.jsonl``, see :mod:`rlhf.data.pairs`), an
-HH-RLHF file (``data.format: hh``), or, with no path, demo-world pairs from simulated honest annotators
+HH-RLHF file (``data.format: hh``), more snapshots trained on together with the first (``data.include``:
+the pipeline passes earlier rounds' snapshots), or, with no path, demo-world pairs from simulated honest annotators
 (written once as a content-named snapshot under ``<root>/pairs/`` so it is hashed like any input). Pairs are
 split by prompt (a pair's own ``split`` wins) into train and held-out sets.
 
@@ -30,7 +31,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from rlhf.configs.rm import RMConfig
+from rlhf.configs.rm import PairsDataConfig, RMConfig
 from rlhf.core.artifacts import StageRun, atomic_write_json, hash_path
 from rlhf.core.errors import UserError
 from rlhf.core.runs import open_stage
@@ -50,11 +51,16 @@ from rlhf.trainers.ray_train import per_device_batch_size, run_on_ray, trainer_a
 __all__ = ["RMConfig", "prepare_pairs", "run_reward_model"]
 
 
-def prepare_pairs(path: str | None, fmt: str, root: str, seed: int, *, demo_prompts: int, demo_candidates: int,
-                  demo_annotators: int, demo_noise: float) -> tuple[Path, list[PreferencePair], dict[str, Any]]:
-    """(input path for lineage, pairs, source summary) for a snapshot, an HH file or demo-world pairs."""
-    if path is None:
-        pairs = demo_pairs(demo_prompts, demo_candidates, seed=seed, annotators=demo_annotators, noise=demo_noise)
+def prepare_pairs(data: PairsDataConfig, root: str, seed: int
+                  ) -> tuple[dict[str, str | Path], list[PreferencePair], dict[str, Any]]:
+    """(stage inputs for lineage, pairs, source summary) for snapshots, an HH file or demo-world pairs.
+
+    ``data.include`` adds further snapshots (earlier rounds') to ``data.path``'s pairs; each is a stage input,
+    so the lineage of the model reaches every snapshot it was trained on.
+    """
+    if data.path is None:
+        pairs = demo_pairs(data.demo_prompts, data.demo_candidates, seed=seed, annotators=data.demo_annotators,
+                           noise=data.demo_noise)
         tmp = Path(root) / "pairs" / f".demo-{os.getpid()}"
         write_pairs(tmp, pairs)
         folder = Path(root) / "pairs" / f"demo-{hash_path(tmp / 'pairs.jsonl')[:16]}"
@@ -63,15 +69,26 @@ def prepare_pairs(path: str | None, fmt: str, root: str, seed: int, *, demo_prom
         else:
             shutil.rmtree(folder, ignore_errors=True)
             tmp.rename(folder)
-        return folder, pairs, {"source": "demo", "pairs": len(pairs)}
-    source = Path(path)
-    if not source.exists():
-        raise UserError(f"data.path {source} does not exist; point it at a pairs snapshot or an HH-RLHF file")
-    if fmt == "hh":
-        pairs, summary = pairs_from_hh(source)
-        return source, pairs, {"source": "hh-rlhf", **summary}
-    pairs = read_pairs(source)
-    return source, pairs, {"source": "pairs", "pairs": len(pairs)}
+        return {"pairs": folder}, pairs, {"source": "demo", "pairs": len(pairs)}
+    sources = [Path(data.path), *(Path(p) for p in data.include)]
+    for source in sources:
+        if not source.exists():
+            key = "data.path" if source == sources[0] else "data.include"
+            raise UserError(f"{key} {source} does not exist; point it at a pairs snapshot or an HH-RLHF file")
+    if data.format == "hh":
+        pairs, summary = pairs_from_hh(sources[0])
+        return {"pairs": sources[0]}, pairs, {"source": "hh-rlhf", **summary}
+    pairs = []
+    per_source = []
+    for source in sources:
+        read = read_pairs(source)
+        pairs.extend(read)
+        per_source.append(len(read))
+    inputs: dict[str, str | Path] = {"pairs": sources[0], **{f"pairs:{i}": s for i, s in enumerate(sources[1:], 1)}}
+    summary: dict[str, Any] = {"source": "pairs", "pairs": len(pairs)}
+    if data.include:
+        summary["pairs_per_snapshot"] = per_source
+    return inputs, pairs, summary
 
 
 def _margin(pair: PreferencePair, mode: str, scale: float) -> float:
@@ -109,12 +126,9 @@ def run_reward_model(cfg: RMConfig) -> Path:
     """Run (or skip, when already complete) the reward-model stage; returns the stage folder."""
     from rlhf.models.loader import resolve_model_path
 
-    source, pairs, summary = prepare_pairs(
-        cfg.data.path, cfg.data.format, cfg.run.root, cfg.run.seed, demo_prompts=cfg.data.demo_prompts,
-        demo_candidates=cfg.data.demo_candidates, demo_annotators=cfg.data.demo_annotators,
-        demo_noise=cfg.data.demo_noise)
+    inputs, pairs, summary = prepare_pairs(cfg.data, cfg.run.root, cfg.run.seed)
     base = resolve_model_path(cfg.model.name_or_path, cfg.model.tiny)
-    run = open_stage(cfg, inputs={"pairs": source, "base_model": base})
+    run = open_stage(cfg, inputs={**inputs, "base_model": base})
     if run.complete:
         print(f"rm: up to date, skipping ({run.dir})")
         return run.dir
