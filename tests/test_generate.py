@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
+from rlhf.core.errors import UserError
 from rlhf.data.candidates import candidate_id, read_candidates
 from rlhf.models.config import TinyModelConfig
 from rlhf.models.tiny import build_tiny_model
@@ -35,3 +38,16 @@ def test_generate_candidates_with_metadata(tmp_path, capsys):
     # Same config and inputs: skipped, same folder.
     assert run_generate(cfg) == out
     assert "up to date, skipping" in capsys.readouterr().out
+
+
+def test_prompt_offset_skips_earlier_prompts_and_names_the_fix_when_none_are_left(tmp_path):
+    from rlhf.configs.generate import PromptSource
+    from rlhf.stages.generate import _load_prompts
+
+    prompts = tmp_path / "prompts.jsonl"
+    prompts.write_text("".join(json.dumps({"id": f"p{i}", "prompt": f"question {i}"}) + "\n" for i in range(5)))
+    rows = _load_prompts(PromptSource(path=str(prompts), limit=2, offset=2), seed=0)
+    assert [r["id"] for r in rows] == ["p2", "p3"]
+    assert [r["id"] for r in _load_prompts(PromptSource(path=str(prompts), limit=9, offset=4), seed=0)] == ["p4"]
+    with pytest.raises(UserError, match="holds 5 prompts, all before prompts.offset=5"):
+        _load_prompts(PromptSource(path=str(prompts), limit=2, offset=5), seed=0)

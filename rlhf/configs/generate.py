@@ -20,6 +20,8 @@ class PromptSource(StrictModel):
     path: str | None = Field(None, description="JSONL with 'prompt' (and 'id', 'metadata'), e.g. a prepare stage's "
                                                "prompts/train.jsonl; omit for demo-world prompts")
     limit: int = Field(50, ge=1, description="answer at most this many prompts (file order)")
+    offset: int = Field(0, ge=0, description="skip this many prompts first (file order; the pipeline moves it on "
+                        "each round, so every round ranks new prompts)")
 
 
 class PolicySpec(StrictModel):

@@ -32,17 +32,24 @@ def _load_prompts(source: PromptSource, seed: int) -> list[dict]:
         from rlhf.world.demo import generate_prompts
 
         return [{"id": p.id, "prompt": p.text, "metadata": {"intent": p.intent}}
-                for p in generate_prompts(source.limit, seed=seed)]
+                for p in generate_prompts(source.offset + source.limit, seed=seed)[source.offset:]]
     rows = []
     from rlhf.data.prompts import iter_jsonl
 
+    seen = 0
     for number, row in iter_jsonl(Path(source.path)):
         if not isinstance(row.get("prompt"), str) or not row["prompt"].strip():
             raise UserError(f"{source.path}: line {number}: 'prompt' must be a non-empty string")
+        seen += 1
+        if seen <= source.offset:
+            continue
         pid = row.get("id") or hashlib.sha256(row["prompt"].encode()).hexdigest()[:16]
         rows.append({"id": str(pid), "prompt": row["prompt"], "metadata": row.get("metadata", {})})
         if len(rows) >= source.limit:
             break
+    if not rows and source.offset:
+        raise UserError(f"{source.path} holds {seen} prompts, all before prompts.offset={source.offset}; lower the "
+                        "offset (in a pipeline: fewer rounds or a smaller generate.prompts.limit), or add prompts")
     if not rows:
         raise UserError(f"{source.path} holds no prompts")
     return rows
