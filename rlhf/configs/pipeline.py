@@ -37,15 +37,15 @@ SECTION_MODELS: dict[str, type[StrictModel]] = {
 SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "prepare": ("prepare", ("run",)),
     "sft": ("sft", ("run",)),
-    "generate": ("generate", ("run", "prompts.path", "policies")),
+    "generate": ("generate", ("run", "prompts.path", "prompts.offset", "policies")),
     "label_push": ("label_push", ("run", "candidates", "service", "argilla")),
     "label_simulate": ("label_simulate", ("run", "push", "service", "argilla")),
     "label_pull": ("label_pull", ("run", "push", "service", "argilla")),
-    "rm": ("rm", ("run", "data.path", "data.format")),
+    "rm": ("rm", ("run", "data.path", "data.include", "data.format")),
     "ppo": ("ppo", ("run", "model.name_or_path", "reward.model", "reward.function", "data.path")),
     "dpo": ("dpo", ("run", "model.name_or_path", "data.path", "data.format")),
     "eval": ("eval", ("run", "checkpoints", "baseline", "reference", "prompts.path", "scoring.reward_models")),
-    "report": ("report", ("run", "eval_dir")),
+    "report": ("report", ("run", "eval_dir", "rounds")),
 }
 
 
