@@ -60,7 +60,7 @@ def test_report_is_self_contained_and_escapes_model_output(report):
 
 def test_report_has_every_section_with_numbers(report):
     html = report[0].read_text(encoding="utf-8")
-    for heading in ("Summary", "Win rates", "Reward vs KL", "Reward distributions", "Lengths", "Per category",
+    for heading in ("Summary", "Scorer agreement", "Win rates", "Reward vs KL", "Reward distributions", "Lengths", "Per category",
                     "Best-of-n", "Side-by-side samples", "Data cards of the annotation snapshots",
                     "Lineage of each checkpoint", "Human blind A/B evaluation"):
         assert f">{heading}<" in html, heading
@@ -73,6 +73,11 @@ def test_report_has_every_section_with_numbers(report):
     assert "quality_report.json" in html
     assert "not available: no annotation snapshot" in html  # the baseline was trained on no snapshot
     assert ">dpo<" in html and ">sft<" in html
+    # Every human vote went to dpo: beyond both scorers' intervals, and human results decide the best policy
+    # (tests/test_report_flags.py crafts a reward model that gold contradicts).
+    assert "human raters say 100 % [100, 100]: the reward model underrates this policy" in html
+    assert "highest human raters win rate against sft" in html and "Chosen: <b>dpo</b> (human raters 100 %" in html
+    assert "Rounds side by side" not in html
 
 
 def test_report_in_chromium_runs_nothing_and_shows_plots(report, repo_root):

@@ -1,4 +1,4 @@
-"""The ``report`` stage's config: the eval folder, human A/B results, title, examples and the optional PDF."""
+"""The ``report`` stage's config: the eval folder, earlier rounds, human A/B results, title, examples, the PDF."""
 
 from __future__ import annotations
 
@@ -25,6 +25,8 @@ class ReportConfig(StrictModel):
     run: RunConfig = Field(default_factory=RunConfig)
     eval_dir: str | None = Field(None, description="completed eval stage folder")
     human: list[str] = Field(default_factory=list, description="human_eval.json files from 'rlhf eval-human pull'")
+    rounds: list[str] = Field(default_factory=list, description="eval folders of earlier rounds, oldest first: adds "
+                              "a table of the rounds side by side (this report's eval_dir is the last round)")
     title: str = Field("Checkpoint evaluation", min_length=1, description="report title")
     samples: ReportSamples = Field(default_factory=ReportSamples)
     pdf: bool = Field(False, description="also print report.pdf with headless Chromium")

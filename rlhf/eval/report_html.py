@@ -6,7 +6,8 @@ Replies sit in ``<pre>`` blocks, so a reply containing ``<script>`` or ``<img on
 text. The page also carries a Content-Security-Policy that forbids scripts and any network fetch, as a
 second line of defence.
 
-Sections: summary, win rates (chart and table, human A/B included), reward-vs-KL plane (with best-of-n
+Sections: summary, scorer agreement (disagreement flags, reply drift, the best-policy rule: see
+:mod:`rlhf.eval.selection`), rounds side by side (when earlier rounds are given), win rates (chart and table, human A/B included), reward-vs-KL plane (with best-of-n
 curves), reward histograms, lengths, per-category table, best-of-n, side-by-side samples (largest wins,
 largest losses, random), data cards of the annotation snapshots behind each checkpoint, lineage.
 """
@@ -23,6 +24,17 @@ import numpy as np
 import pandas as pd
 
 from rlhf.eval.analysis import JUDGE, paired_frame, score_column
+from rlhf.eval.selection import (
+    FLUENCY_DROP,
+    GOLD,
+    LENGTH_DRIFT,
+    best_policy,
+    comparison,
+    reply_drift,
+    scorer_disagreements,
+    scorer_label,
+    trusted_scorer,
+)
 from rlhf.eval.svg import histogram_chart, interval_chart, scatter_chart
 
 __all__ = ["Html", "pick_examples", "render_report"]
@@ -39,6 +51,10 @@ th{background:#f3f3f3}td.num{text-align:right;font-variant-numeric:tabular-nums}
 .pair{display:grid;grid-template-columns:1fr 1fr;gap:10px;margin-bottom:18px}
 .pair pre,.prompt pre{white-space:pre-wrap;word-break:break-word;background:#fafafa;border:1px solid #ddd;
 padding:8px;margin:4px 0;font-size:12.5px}
+.flag{background:#fdecea;border-left:5px solid #c0392b;padding:6px 10px;margin:6px 0;font-size:14px}
+.ok{background:#eaf7ee;border-left:5px solid #2e8b57;padding:6px 10px;margin:6px 0;font-size:14px}
+.rule{background:#eef3fb;border-left:5px solid #3465a4;padding:6px 10px;margin:6px 0;font-size:14px}
+tr.flagged td{background:#fff1e0}
 .prompt{margin-top:14px}.charts svg{margin:6px 12px 6px 0;border:1px solid #eee}
 @media print{.charts svg{page-break-inside:avoid}.pair{page-break-inside:avoid}}
 """
@@ -60,9 +76,11 @@ def _cell(value: Any, digits: int = 3) -> str:
     return f"<td>{escape(str(value))}</td>"
 
 
-def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> Html:
+def _table(headers: Sequence[str], rows: Sequence[Sequence[Any]], flagged: Sequence[bool] = ()) -> Html:
+    """A table; rows whose ``flagged`` entry is true are marked (class ``flagged``)."""
     head = "".join(f"<th>{escape(h)}</th>" for h in headers)
-    body = "".join("<tr>" + "".join(_cell(v) for v in row) + "</tr>" for row in rows)
+    marks = [' class="flagged"' if f else "" for f in flagged] + [""] * (len(rows) - len(flagged))
+    body = "".join(f"<tr{mark}>" + "".join(_cell(v) for v in row) + "</tr>" for mark, row in zip(marks, rows))
     return Html(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
 
 
@@ -96,6 +114,84 @@ def _summary(results: dict[str, Any]) -> str:
                      Html(escape(f"{kl['kl']:.3f} ± {kl['stderr']:.3f}")) if kl else None,
                      s["tokens"]["mean"], _pct(s["finished_rate"])])
     return _section("Summary", _table(headers, rows))
+
+
+def _agreement(results: dict[str, Any], frame: pd.DataFrame, human: Sequence[dict[str, Any]]) -> str:
+    """Disagreement flags, reply drift against the baseline, and the best-policy rule with its choice."""
+    level = results["settings"]["confidence"]
+    flags = scorer_disagreements(results, frame, human)
+    note = ("<p class='meta'>Every pair of scorers among the reward models, the gold rubric and human A/B "
+            "results is compared on each policy's win rate against the baseline. Scorers that rated the same "
+            f"pairs (reward models, gold) are flagged when the paired bootstrap {level:.0%} interval of their "
+            "win-rate difference excludes 0; pairs with human results, when the two intervals do not "
+            "overlap.</p>")
+    parts = ["<h3>Reward models against the trusted scorers</h3>", note]
+    parts += [f"<div class='flag'><b>Disagreement.</b> {escape(f.message())}</div>" for f in flags]
+    if not flags:
+        parts.append("<div class='ok'>No disagreement: every pair of scorers agrees within its intervals.</div>")
+    drift = reply_drift(frame, results["baseline"])
+    unit = drift[0].length_unit if drift else "tokens"
+    measure = drift[0].fluency_measure if drift else ""
+    parts.append("<h3>Reply drift against the baseline</h3>")
+    parts.append(f"<p class='meta'>Fluency: {escape(_fluency_note(measure))} A row is flagged when the mean "
+                 f"length changes by more than {LENGTH_DRIFT:.0%} or the fluency falls by more than "
+                 f"{FLUENCY_DROP:.2f}.</p>")
+    rows = [[d.policy, d.length, d.baseline_length, _signed(d.length_change, "%"), d.fluency, d.baseline_fluency,
+             _signed(d.fluency_change, ".3f"), "; ".join(d.flags) if d.flags else "-"] for d in drift]
+    parts.append(_table(["policy", f"mean {unit}", f"baseline ({results['baseline']})", "length change",
+                         "fluency", "baseline fluency", "fluency change", "flag"], rows, [bool(d.flags) for d in drift]))
+    candidates = results["policies"][1:]
+    name, rule = best_policy(results, candidates, human)
+    parts.append("<h3>Best policy</h3>")
+    parts.append(f"<div class='rule'>{escape(rule)} {_chosen(results, name, candidates, human)}</div>")
+    return _section("Scorer agreement", *parts)
+
+
+def _signed(value: float, spec: str) -> Html | None:
+    """``+15.1%`` or ``-0.268`` (None, shown as not available, for NaN)."""
+    if not math.isfinite(value):
+        return None
+    return Html(escape(f"{value:+.1%}" if spec == "%" else f"{value:+{spec}}"))
+
+
+def _fluency_note(measure: str) -> str:
+    if measure == "distinct-3":
+        return ("distinct-3, the share of distinct word trigrams in each reply (1 = no repeated phrase), "
+                "averaged over replies.")
+    return f"the samples' '{measure}' column (the gold rubric's fluency)."
+
+
+def _chosen(results: dict[str, Any], name: str | None, candidates: Sequence[str],
+            human: Sequence[dict[str, Any]]) -> str:
+    """``Chosen: <b>dpo</b> (gold 72 % [64, 80]).`` or the sentence that none was."""
+    if name is None:
+        return f"<b>Chosen: none</b>: no policy beats {escape(results['baseline'])} under this rule."
+    scorer = trusted_scorer(results, candidates, human)
+    rate = comparison(results, name, scorer, human)
+    return f"Chosen: <b>{escape(name)}</b> ({escape(scorer_label(scorer))} {escape(rate.text() if rate else '')})."
+
+
+def _rounds(rounds: Sequence[dict[str, Any]]) -> str:
+    """One row per round (oldest first, this report's eval last): win rates and the best policy."""
+    def rates(results: dict[str, Any], scorer: str) -> Html | None:
+        lines = [f"{p}: {r.text()}" for p in results["policies"][1:]
+                 if (r := comparison(results, p, scorer)) is not None]
+        return Html("<br>".join(escape(x) for x in lines)) if lines else None
+
+    rows = []
+    for number, results in enumerate(rounds, 1):
+        name, _ = best_policy(results, results["policies"][1:])
+        scorer = trusted_scorer(results, results["policies"][1:])
+        rows.append([f"{number}{' (this report)' if number == len(rounds) else ''}", results["baseline"],
+                     rates(results, GOLD), scorer_label(results["primary"]), rates(results, results["primary"]),
+                     f"{name} (by {scorer_label(scorer)})" if name else
+                     f"none by {scorer_label(scorer)}: the next round keeps its starting policy"])
+    note = ("<p class='meta'>Each round's checkpoints against its baseline, with bootstrap intervals; the best "
+            "policy follows the rule of the Scorer agreement section (human A/B results of this report are "
+            "not used here).</p>")
+    return _section("Rounds side by side", note, _table(
+        ["round", "baseline", "win rate vs baseline (gold)", "primary scorer", "win rate vs baseline (primary)",
+         "best policy"], rows))
 
 
 def _win_rates(results: dict[str, Any], human: Sequence[dict[str, Any]]) -> str:
@@ -270,8 +366,9 @@ def _provenance(provenance: dict[str, dict[str, Any]]) -> str:
 
 def render_report(results: dict[str, Any], frame: pd.DataFrame, provenance: dict[str, dict[str, Any]],
                   human: Sequence[dict[str, Any]] = (), title: str = "Checkpoint evaluation",
-                  examples: int = 5, seed: int = 0, source: str = "") -> str:
-    """The whole report page."""
+                  examples: int = 5, seed: int = 0, source: str = "",
+                  rounds: Sequence[dict[str, Any]] = ()) -> str:
+    """The whole report page; ``rounds``: the ``results.json`` of earlier rounds, oldest first."""
     gen = results.get("generation", {})
     prompt_set = results.get("prompt_set", {})
     meta = (f"<p class='meta'>Generated {escape(_dt.datetime.now(_dt.timezone.utc).strftime('%Y-%m-%d %H:%M UTC'))}"
@@ -280,7 +377,8 @@ def render_report(results: dict[str, Any], frame: pd.DataFrame, provenance: dict
             f"temperature {escape(str(gen.get('temperature')))}, top-p {escape(str(gen.get('top_p')))}, "
             f"{escape(str(gen.get('samples_per_prompt')))} sample(s) per prompt.</p>")
     body = "".join([
-        f"<h1>{escape(title)}</h1>", meta, _summary(results), _win_rates(results, human), _plane(results),
+        f"<h1>{escape(title)}</h1>", meta, _summary(results), _agreement(results, frame, human),
+        _rounds([*rounds, results]) if rounds else "", _win_rates(results, human), _plane(results),
         _histograms(results, frame), _lengths(results, frame), _categories(results), _best_of_n(results),
         _samples(results, frame, examples, seed), _provenance(provenance),
     ])

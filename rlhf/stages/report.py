@@ -2,13 +2,15 @@
 
 Reads the eval folder's ``results.json``, ``samples.parquet`` and manifest; walks each checkpoint's lineage
 from the manifest's inputs to find the annotation snapshots behind it (:mod:`rlhf.eval.datacard`); adds
-human A/B results written by ``rlhf eval-human pull``; renders :func:`rlhf.eval.report_html.render_report`.
+human A/B results written by ``rlhf eval-human pull`` and the ``results.json`` of earlier rounds' eval folders
+(``rounds``, oldest first); renders :func:`rlhf.eval.report_html.render_report`. The scorer-agreement section
+(disagreement flags, reply drift, the best-policy rule) comes from :mod:`rlhf.eval.selection`.
 The page has inline CSS and SVG only: it opens from disk with no network and runs no script.
 
 With ``pdf: true`` the page is printed to ``report.pdf`` by headless Chromium (``chromium`` setting).
 
 Outputs (``runs/report/<name>-<fingerprint>/``): ``report.html``, ``report.pdf`` (optional),
-``manifest.json`` (inputs: the eval folder and the human result files).
+``manifest.json`` (inputs: the eval folder, the earlier rounds' eval folders and the human result files).
 """
 
 from __future__ import annotations
@@ -61,6 +63,17 @@ def _read_human(paths: list[str]) -> list[dict[str, Any]]:
     return out
 
 
+def _read_rounds(paths: list[str]) -> list[dict[str, Any]]:
+    out = []
+    for raw in paths:
+        path = Path(raw)
+        if not (path / "manifest.json").is_file() or not (path / "results.json").is_file():
+            raise UserError(f"rounds: {path} is not a completed eval folder (no manifest.json or results.json); "
+                            "list the eval folders of earlier rounds, oldest first")
+        out.append(json.loads((path / "results.json").read_text(encoding="utf-8")))
+    return out
+
+
 def run_report(cfg: ReportConfig) -> Path:
     """Render (or skip, when already complete) the report; returns the stage folder."""
     if not cfg.eval_dir:
@@ -70,15 +83,17 @@ def run_report(cfg: ReportConfig) -> Path:
         raise UserError(f"{eval_dir} is not a completed eval folder (no manifest.json); run 'rlhf eval' first")
     inputs: dict[str, str | Path] = {"eval": eval_dir}
     inputs.update({f"human/{i}": p for i, p in enumerate(cfg.human)})
+    rounds = _read_rounds(cfg.rounds)
+    inputs.update({f"round/{i}": p for i, p in enumerate(cfg.rounds)})
     run = open_stage(cfg, inputs)
     if run.complete:
         print(f"report: up to date, skipping ({run.dir})")
         return run.dir
     with run.lock():
-        return _render(cfg, run, eval_dir)
+        return _render(cfg, run, eval_dir, rounds)
 
 
-def _render(cfg: ReportConfig, run: StageRun, eval_dir: Path) -> Path:
+def _render(cfg: ReportConfig, run: StageRun, eval_dir: Path, rounds: list[dict[str, Any]]) -> Path:
     import pandas as pd
 
     from rlhf.eval.datacard import checkpoint_provenance
@@ -92,7 +107,8 @@ def _render(cfg: ReportConfig, run: StageRun, eval_dir: Path) -> Path:
         meta = manifest["inputs"].get(f"policy/{name}", {})
         provenance[name] = checkpoint_provenance(meta.get("stage_dir") or meta.get("path") or "")
     page = render_report(results, frame, provenance, human=_read_human(cfg.human), title=cfg.title,
-                         examples=cfg.samples.per_kind, seed=cfg.samples.seed, source=str(eval_dir.resolve()))
+                         examples=cfg.samples.per_kind, seed=cfg.samples.seed, source=str(eval_dir.resolve()),
+                         rounds=rounds)
     atomic_write_text(run.path("report.html"), page)
     outputs = ["report.html"]
     if cfg.pdf:
