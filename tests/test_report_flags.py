@@ -100,3 +100,18 @@ def test_rounds_side_by_side(drifted, tmp_path):
     assert rows[1].endswith("<td>none by gold: the next round keeps its starting policy</td>")
     with pytest.raises(UserError, match="rounds: .* is not a completed eval folder"):
         run_report(ReportConfig(run={"root": str(tmp_path)}, eval_dir=str(first), rounds=[str(tmp_path)]))
+
+
+def test_reward_model_calibration_before_and_after_is_shown(drifted):
+    from rlhf.eval.report_html import render_report
+
+    _, results, first = drifted
+    frame = pd.read_parquet(first / "samples.parquet")
+    card = {"model_path": "m", "pairs": 254, "accuracy": 0.861, "ece": 0.084, "ece_calibrated": 0.031,
+            "temperature": 1.7, "length_baseline_accuracy": 0.55, "reward_length_corr": -0.1}
+    html = render_report({**results, "reward_models": {"rm-r1": card}}, frame, {})
+    section = _section(html, "Reward models")
+    assert "rm-r1" in section and "86.1%" in section and ">0.084<" in section and ">0.031<" in section
+    # A reward model without a training summary (e.g. a hub model) gets no row, and no section at all.
+    bare = render_report({**results, "reward_models": {"hub": {"model_path": "x"}}}, frame, {})
+    assert "<h2>Reward models</h2>" not in bare

@@ -194,6 +194,22 @@ def _rounds(rounds: Sequence[dict[str, Any]]) -> str:
          "best policy"], rows))
 
 
+def _reward_models(results: dict[str, Any]) -> str:
+    """Each reward model's held-out accuracy and calibration, as its training stage measured them."""
+    cards = {name: c for name, c in results.get("reward_models", {}).items() if "accuracy" in c}
+    if not cards:
+        return ""
+    headers = ["reward model", "held-out pairs", "accuracy", "length-only accuracy", "ECE",
+               "ECE after temperature scaling", "temperature", "reward-length corr."]
+    rows = [[name, c.get("pairs"), _pct(c["accuracy"]), _pct(c.get("length_baseline_accuracy")), c.get("ece"),
+             c.get("ece_calibrated"), c.get("temperature"), c.get("reward_length_corr")] for name, c in cards.items()]
+    note = ("<p class='meta'>Measured by <code>rlhf train rm</code> on pairs of prompts it did not train on. ECE of "
+            "sigmoid(r_c - r_r) against the annotators' vote share, each pair in both orders; after temperature "
+            "scaling, cross-fitted over prompts (the temperature is fitted on some prompts and scored on the "
+            "others).</p>")
+    return _section("Reward models", _table(headers, rows), note)
+
+
 def _win_rates(results: dict[str, Any], human: Sequence[dict[str, Any]]) -> str:
     comps = results["comparisons"]
     level = results["settings"]["confidence"]
@@ -378,7 +394,7 @@ def render_report(results: dict[str, Any], frame: pd.DataFrame, provenance: dict
             f"{escape(str(gen.get('samples_per_prompt')))} sample(s) per prompt.</p>")
     body = "".join([
         f"<h1>{escape(title)}</h1>", meta, _summary(results), _agreement(results, frame, human),
-        _rounds([*rounds, results]) if rounds else "", _win_rates(results, human), _plane(results),
+        _rounds([*rounds, results]) if rounds else "", _reward_models(results), _win_rates(results, human), _plane(results),
         _histograms(results, frame), _lengths(results, frame), _categories(results), _best_of_n(results),
         _samples(results, frame, examples, seed), _provenance(provenance),
     ])

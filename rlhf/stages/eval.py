@@ -18,7 +18,8 @@ Steps, in order:
    with ties as half, paired bootstrap intervals, exact binomial checks, length-controlled win rates,
    per-category tables, reward-length correlation, KL; and best-of-n on separate samples.
 
-Outputs (``runs/eval/<name>-<fingerprint>/``): ``results.json`` (every statistic), ``samples.parquet``
+Outputs (``runs/eval/<name>-<fingerprint>/``): ``results.json`` (every statistic, and each reward model's held-out summary from its
+stage folder), ``samples.parquet``
 (every sample and score), ``best_of_n.parquet`` (when enabled), ``metrics.json``, ``manifest.json``
 (whose inputs link each checkpoint's stage folder, so ``rlhf report`` can walk each one's lineage).
 ``rlhf eval-human push|pull`` (blind A/B evaluation by people) is described in :mod:`rlhf.stages.eval_human`.
@@ -145,6 +146,7 @@ def _evaluate(cfg: EvalConfig, run: StageRun, prompt_file: Path, model_paths: di
                          for p in [cfg.baseline, *cfg.checkpoints]}  # type: ignore[union-attr]
     results["reference"] = reference if cfg.kl.enabled else None
     results["reward_normalisation"] = reward_norm
+    results["reward_models"] = {name: _reward_model_card(path) for name, path in rm_paths.items()}
     results["prompt_set"] = {"path": str(prompt_file), "prompts": len(prompts),
                              "categories": sorted({p["category"] for p in prompts})}
     results["generation"] = gen.model_dump()
@@ -161,6 +163,18 @@ def _evaluate(cfg: EvalConfig, run: StageRun, prompt_file: Path, model_paths: di
     _print_summary(results)
     print(f"eval: done -> {run.dir}")
     return run.dir
+
+
+def _reward_model_card(model_path: str) -> dict[str, Any]:
+    """A reward model's path and the held-out summary its ``rlhf train rm`` stage wrote (accuracy, ECE before
+    and after temperature scaling, ...), when the model sits in such a stage folder."""
+    card: dict[str, Any] = {"model_path": model_path}
+    for folder in (Path(model_path), Path(model_path).parent):
+        if (folder / "eval.json").is_file():
+            report = json.loads((folder / "eval.json").read_text())
+            card.update(stage_dir=str(folder), pairs=report.get("pairs"), **report.get("summary", {}))
+            break
+    return card
 
 
 def flat_metrics(results: dict[str, Any]) -> dict[str, float]:

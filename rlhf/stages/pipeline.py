@@ -3,8 +3,15 @@
 One round: prepare prompts -> SFT the base policy -> generate candidates -> start the local Argilla
 service -> push a ranking dataset -> simulated annotators rank (or, with ``--wait-for-humans``, people do
 while the pipeline shows progress) -> pull a snapshot -> train the reward model -> PPO and DPO -> evaluate
-against SFT -> the report. Round ``r + 1`` starts from round ``r``'s best policy (by the eval's primary
-win rate): it generates new candidates from it, collects new rankings, and optimises it again.
+against SFT -> the report.
+
+Rounds compound: round ``r + 1`` generates candidates for new prompts (the next ``generate.prompts.limit``
+of the training prompts) from round ``r``'s best policy, collects new rankings, retrains the reward model on
+every snapshot so far (``data.include``), and optimises the best policy again: DPO in round ``r + 1``
+trains on pairs sampled from the policy it starts from and ranked in that round (iterative DPO). The best
+policy is chosen by :func:`rlhf.eval.selection.best_policy`, whose rule (the trusted scorer, and a lower
+interval end above 0.5) the pipeline prints and the report states; when no policy beats the baseline the
+next round starts from the same policy. Every report after the first shows the earlier rounds beside it.
 
 Each section of the config (``prepare``, ``sft``, ...; :mod:`rlhf.configs.pipeline`) is a partial config of
 that stage, validated at load against the stage's own model. The pipeline sets the wiring keys itself (``run``, input and model
@@ -44,17 +51,6 @@ def _gold_comparisons(eval_dir: Path, scorer: str | None = None) -> dict[str, di
     results = json.loads((eval_dir / "results.json").read_text())
     scorer = scorer or results["primary"]
     return {c["policy"]: c for c in results["comparisons"] if c["scorer"] == scorer and c["baseline"] == results["baseline"]}
-
-
-def _best_policy(eval_dir: Path, candidates: dict[str, Path], fallback: Path) -> tuple[str, Path]:
-    """The checkpoint with the highest primary win rate against the baseline, if any beats it."""
-    comparisons = _gold_comparisons(eval_dir)
-    best, best_rate = None, 0.5
-    for name in candidates:
-        rate = comparisons[name]["win_rate"]
-        if rate > best_rate:
-            best, best_rate = name, rate
-    return (best, candidates[best]) if best else ("baseline", fallback)
 
 
 def _labeling(cfg: PipelineConfig, round_no: int, candidates: Path, clock: _Clock) -> Path:
@@ -109,6 +105,7 @@ def _wait_for_humans(cfg: PipelineConfig, label_cfg, push_dir: Path, url: str | 
 
 def run_pipeline(cfg: PipelineConfig) -> Path:
     """Run every round; returns the last round's report folder."""
+    from rlhf.eval.selection import best_policy
     from rlhf.stages.dpo import run_dpo
     from rlhf.stages.eval import run_eval
     from rlhf.stages.generate import run_generate
@@ -126,17 +123,26 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
     sft_dir = run_sft(cfg.stage_config("sft", {}, 1))
     policy_name, policy = "sft", sft_dir
     summary: list[dict[str, Any]] = []
+    snapshots: list[Path] = []
+    eval_dirs: list[Path] = []
     report_dir = None
     try:
         for r in range(1, cfg.rounds + 1):
             clock.step(r, f"generate candidates from {policy_name}")
-            gen = run_generate(cfg.stage_config("generate", {
-                "prompts.path": str(prepared / "prompts" / "train.jsonl"),
-                "policies": [{"name": policy_name, "path": str(policy)}]}, r))
+            gen_wiring = {"prompts.path": str(prepared / "prompts" / "train.jsonl"),
+                          "policies": [{"name": policy_name, "path": str(policy)}]}
+            limit = cfg.stage_config("generate", gen_wiring, r).prompts.limit
+            gen = run_generate(cfg.stage_config("generate", {**gen_wiring, "prompts.offset": (r - 1) * limit}, r))
             snapshot = _labeling(cfg, r, gen, clock)
             started_service = True
-            clock.step(r, "train the reward model")
-            rm_dir = run_reward_model(cfg.stage_config("rm", {"data.path": str(snapshot), "data.format": "pairs"}, r))
+            clock.step(r, "train the reward model" + (f" on rounds 1-{r}' snapshots" if snapshots else ""))
+            # The reward model starts from the SFT policy unless the rm section names another base.
+            named = "model.name_or_path" in cfg.rm or "name_or_path" in cfg.rm.get("model", {})
+            rm_base = {} if named else {"model.name_or_path": str(sft_dir)}
+            rm_dir = run_reward_model(cfg.stage_config("rm", {
+                **rm_base, "data.path": str(snapshot), "data.include": [str(s) for s in snapshots],
+                "data.format": "pairs"}, r))
+            snapshots.append(snapshot)
             trained: dict[str, Path] = {}
             if "ppo" in cfg.algorithms:
                 clock.step(r, "PPO")
@@ -147,20 +153,27 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
                 clock.step(r, "DPO")
                 trained[f"dpo-r{r}"] = run_dpo(cfg.stage_config("dpo", {
                     "model.name_or_path": str(policy), "data.path": str(snapshot), "data.format": "pairs"}, r))
+            # The policy this round started from competes too, so a round that makes things worse keeps it.
+            contenders = {**trained, **({policy_name: policy} if policy_name != "sft" else {})}
             clock.step(r, "evaluate against SFT")
             eval_dir = run_eval(cfg.stage_config("eval", {
-                "checkpoints": [{"name": n, "path": str(p)} for n, p in trained.items()],
+                "checkpoints": [{"name": n, "path": str(p)} for n, p in contenders.items()],
                 "baseline": {"name": "sft", "path": str(sft_dir)},
                 "prompts.path": str(prepared / "prompts" / "eval.jsonl"),
                 "scoring.reward_models": [{"name": f"rm-r{r}", "path": str(rm_dir)}]}, r))
             clock.step(r, "report")
-            report_dir = run_report(cfg.stage_config("report", {"eval_dir": str(eval_dir)}, r))
-            best_name, best = _best_policy(eval_dir, trained, policy)
+            report_dir = run_report(cfg.stage_config("report", {
+                "eval_dir": str(eval_dir), "rounds": [str(d) for d in eval_dirs]}, r))
+            eval_dirs.append(eval_dir)
+            results = json.loads((eval_dir / "results.json").read_text())
+            best_name, rule = best_policy(results, list(contenders))
+            print(f"best policy of round {r}: {best_name or 'none beats the baseline; keeping ' + policy_name} ({rule})")
             summary.append({"round": r, "snapshot": str(snapshot), "reward_model": str(rm_dir),
                             "policies": {n: str(p) for n, p in trained.items()}, "eval": str(eval_dir),
-                            "report": str(report_dir / "report.html"), "best": best_name})
-            if best_name != "baseline":
-                policy_name, policy = best_name, best
+                            "report": str(report_dir / "report.html"), "best": best_name or policy_name,
+                            "best_rule": rule})
+            if best_name is not None:
+                policy_name, policy = best_name, contenders[best_name]
     finally:
         if started_service and not cfg.keep_service:
             from rlhf.labeling.service import stop_service
@@ -183,4 +196,4 @@ def _print_summary(summary: list[dict[str, Any]], elapsed: float) -> None:
                 c = gold[name]
                 print(f"  {name}: gold-rubric win rate vs SFT {c['win_rate']:.1%} "
                       f"(95% CI {c['ci_low']:.1%} to {c['ci_high']:.1%})")
-        print(f"  best policy: {entry['best']}")
+        print(f"  best policy: {entry['best']} ({entry['best_rule']})")
