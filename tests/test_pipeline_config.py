@@ -40,3 +40,16 @@ def test_stage_config_applies_the_wiring():
     assert (push.stage, push.candidates, push.run.name, push.run.root) == ("label_push", "runs/generate/x", "r2",
                                                                           cfg.run.root)
     assert cfg.labeling_config().stage == "label"
+
+
+def test_push_honeypots_follow_the_bots_rubric_unless_the_push_names_its_own():
+    team = ["label_simulate.rubric=my_team.rubric:score"]  # not imported: configs only name it
+    push = load_config(QUICKSTART, team).stage_config("label_push", {"candidates": "c"}, round_no=1)
+    assert push.honeypots.demo == 10 and push.honeypots.rubric == "my_team.rubric:score"
+    own = load_config(QUICKSTART, [*team, "label_push.honeypots.rubric=other.rubric:score"])
+    assert own.stage_config("label_push", {"candidates": "c"}, 1).honeypots.rubric == "other.rubric:score"
+    assert load_config(QUICKSTART).stage_config("label_push", {"candidates": "c"}, 1).honeypots.rubric == \
+        "rlhf.world.demo:gold_rubric"
+    no_demo = load_config(QUICKSTART, [*team, "label_push.honeypots.demo=0"])  # nothing for a rubric to order
+    assert no_demo.stage_config("label_push", {"candidates": "c"}, 1).honeypots.rubric == "rlhf.world.demo:gold_rubric"
+    assert no_demo.label_push == {"min_submitted": 2, "honeypots": {"demo": 0}}  # the section itself is unchanged

@@ -119,3 +119,23 @@ def test_honeypot_accuracy():
     acc = {a.annotator: a.honeypot_accuracy for a in report.per_annotator}
     assert acc == {"bad": 0.0, "good": 1.0}
     assert report.flagged("careless") == ["bad"]
+
+
+def test_each_flag_comes_with_the_measure_its_value_and_the_threshold():
+    report = quality_report(_simulate(), bias_p=0.01, careless_agreement=0.6, honeypot_accuracy=0.7)
+    assert report.thresholds == {"bias_p": 0.01, "careless_agreement": 0.6, "honeypot_accuracy": 0.7}
+    by_name = {a.annotator: a for a in report.per_annotator}
+    (bias,) = [r for r in by_name["biased"].reasons if r.flag == "position_bias"]
+    assert (bias.flag, bias.measure, bias.threshold_name, bias.threshold) == ("position_bias", "slot_a_p_value",
+                                                                              "bias_p", 0.01)
+    assert bias.value == by_name["biased"].slot_a_p_value < 0.01
+    careless = [r for r in by_name["careless"].reasons if r.flag == "careless"]
+    assert [(r.measure, r.threshold_name, r.threshold) for r in careless] == [("loo_agreement", "careless_agreement", 0.6)]
+    assert careless[0].value == by_name["careless"].loo_agreement < 0.6
+    for a in report.per_annotator:  # flags are exactly the flags of the reasons
+        assert a.flags == list(dict.fromkeys(r.flag for r in a.reasons))
+    answers = {"hp": {"x": 1, "y": 2, "z": 3}}
+    bad = quality_report([vote("bad", {"x": 3, "y": 2, "z": 1}, record="hp")], honeypot_answers=answers)
+    assert [(r.flag, r.measure, r.value, r.threshold) for r in bad.per_annotator[0].reasons] == [
+        ("careless", "honeypot_accuracy", 0.0, 0.7)]
+    assert bad.to_dict()["per_annotator"][0]["reasons"][0]["threshold_name"] == "honeypot_accuracy"

@@ -19,15 +19,26 @@ from rlhf.labeling.config import ArgillaConfig, ServiceConfig
 __all__ = ["HoneypotConfig", "LabelPullConfig", "LabelPushConfig", "LabelSimulateConfig", "QualityThresholds"]
 
 DATASET_NAME = r"^[A-Za-z0-9_.-]+$"
+DEFAULT_RUBRIC = "rlhf.world.demo:gold_rubric"
 
 
 class HoneypotConfig(StrictModel):
     """Records with a known answer, mixed into the round (answers stay in the push folder)."""
 
     path: str | None = Field(None, description="JSONL of honeypots: {prompt, responses: [{text, rank}]} per line")
-    demo: int = Field(0, ge=0, description="demo-world honeypots to add, ordered by the gold rubric")
-    min_gap: float = Field(0.15, gt=0.0, le=1.0, description="least gold-score gap between demo honeypot responses")
+    demo: int = Field(0, ge=0, description="demo-world honeypots to add, ordered by honeypots.rubric")
+    rubric: str = Field(DEFAULT_RUBRIC, min_length=1,
+                        description="module:function (prompt, reply) -> score that orders the demo honeypots; "
+                                    "the rubric your annotators follow (label_simulate.rubric for bots)")
+    min_gap: float = Field(0.15, gt=0.0, le=1.0, description="least rubric-score gap between demo honeypot responses")
     seed: int = Field(0, description="seed of the demo honeypots (a bank shared by rounds, apart from run.seed)")
+
+    @model_validator(mode="after")
+    def _rubric_needs_demo(self) -> HoneypotConfig:
+        if "rubric" in self.model_fields_set and self.rubric != DEFAULT_RUBRIC and not self.demo:
+            raise ValueError("honeypots.rubric orders demo honeypots only (a honeypots.path file carries its own "
+                             "ranks); set honeypots.demo > 0 or remove honeypots.rubric")
+        return self
 
 
 class LabelPushConfig(StrictModel):
@@ -65,7 +76,7 @@ class LabelSimulateConfig(StrictModel):
     noise: float = Field(0.05, ge=0.0, description="std of the Gaussian noise added to rubric scores")
     tie_rate: float = Field(0.02, ge=0.0, lt=1.0,
                             description="probability that two neighbours in a bot's order share a rank")
-    rubric: str = Field("rlhf.world.demo:gold_rubric", description="module:function (prompt, reply) -> score")
+    rubric: str = Field(DEFAULT_RUBRIC, description="module:function (prompt, reply) -> score")
     username_prefix: str = Field("bot", pattern=r"^[a-z0-9][a-z0-9-]*$",
                                  description="bot usernames: <prefix>-<role>-<i>")
     max_per_bot: int = Field(0, ge=0, description="responses per bot in this run (0: until its queue is empty)")

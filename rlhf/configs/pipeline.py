@@ -3,6 +3,10 @@ that stage validated at load against the stage's own model (the stage itself is 
 
 The pipeline sets the wiring keys of each section itself (``run``, input and model paths); setting one of
 them in a section is an error that names it.
+
+One default crosses sections: the annotators' rubric is the team's rubric, so when ``label_simulate.rubric``
+is set and ``label_push.honeypots.rubric`` is not, the push's demo honeypots are ordered by the bots' rubric
+(:func:`honeypot_rubric_default`). Setting ``label_push.honeypots.rubric`` overrides it.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from rlhf.configs.sft import SFTConfig
 from rlhf.core.config import RunConfig, StrictModel, validate_config
 from rlhf.labeling.config import LabelingConfig
 
-__all__ = ["SECTIONS", "SECTION_MODELS", "PipelineConfig"]
+__all__ = ["SECTIONS", "SECTION_MODELS", "PipelineConfig", "honeypot_rubric_default"]
 
 # Each section's stage -> its config model (the same as the stage table's, checked by a test).
 SECTION_MODELS: dict[str, type[StrictModel]] = {
@@ -66,6 +70,19 @@ def _set(data: dict, dotted: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
+def honeypot_rubric_default(push: dict, simulate: dict) -> dict:
+    """The ``label_push`` section with ``honeypots.rubric`` set to ``label_simulate.rubric`` when that is set,
+    the push's is not and the push adds demo honeypots (the only ones a rubric orders); else unchanged."""
+    rubric = simulate.get("rubric")
+    if rubric is None or _has(push, "honeypots.rubric"):
+        return push
+    if not _validated("label_push", push, "pipeline section 'label_push'").honeypots.demo:
+        return push
+    out = copy.deepcopy(push)
+    _set(out, "honeypots.rubric", rubric)
+    return out
+
+
 class PipelineConfig(StrictModel):
     """A whole RLHF round (or several) on one config."""
 
@@ -97,9 +114,16 @@ class PipelineConfig(StrictModel):
             for key in wired:
                 if _has(data, key):
                     raise ValueError(f"{section}.{key} is set by the pipeline; remove it from the config")
-            _validated(stage, self._placeholder(section, data), f"pipeline section '{section}'")
+            _validated(stage, self._placeholder(section, self._defaulted(section, data)),
+                       f"pipeline section '{section}'")
         _validated("label", self.label, "pipeline section 'label'")
         return self
+
+    def _defaulted(self, section: str, data: dict) -> dict:
+        """``data`` with the defaults that come from other sections (module docstring)."""
+        if section == "label_push":
+            return honeypot_rubric_default(data, self.label_simulate)
+        return data
 
     def _placeholder(self, section: str, data: dict) -> dict:
         """The section with its wiring keys filled by stand-ins, to validate it before anything runs."""
@@ -117,7 +141,7 @@ class PipelineConfig(StrictModel):
     def stage_config(self, section: str, wiring: dict[str, Any], round_no: int):
         """The full config of ``section``'s stage for ``round_no`` with the pipeline's wiring applied."""
         stage, _ = SECTIONS[section]
-        data = copy.deepcopy(getattr(self, section))
+        data = copy.deepcopy(self._defaulted(section, getattr(self, section)))
         data["run"] = {"root": self.run.root, "name": f"r{round_no}", "seed": self.run.seed}
         for key, value in wiring.items():
             _set(data, key, value)

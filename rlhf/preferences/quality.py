@@ -11,6 +11,9 @@
 * honeypots: per annotator, the share of a honeypot's pairs ordered as its known answer orders them;
 * careless annotators: leave-one-out agreement with the other annotators' majority below
   ``careless_agreement``, or honeypot accuracy below ``honeypot_accuracy``.
+
+Each flag comes with its reasons (:class:`FlagReason`: the measure, its value, the threshold it fell below),
+so a stage can say why an annotator was flagged; the report also keeps the thresholds it used.
 """
 
 from __future__ import annotations
@@ -24,7 +27,20 @@ from scipy.stats import binomtest
 from rlhf.preferences.aggregate import vote_shares
 from rlhf.preferences.votes import RankingVote, pair_outcomes
 
-__all__ = ["AnnotatorQuality", "QualityReport", "kendalls_w", "krippendorff_alpha_interval", "quality_report"]
+__all__ = ["AnnotatorQuality", "FlagReason", "QualityReport", "kendalls_w", "krippendorff_alpha_interval",
+           "quality_report"]
+
+
+@dataclass(frozen=True)
+class FlagReason:
+    """Why an annotator carries ``flag``: ``measure`` (a field of :class:`AnnotatorQuality`) was ``value``,
+    below ``threshold`` (the value of the :func:`quality_report` argument named ``threshold_name``)."""
+
+    flag: str  # 'careless' or 'position_bias'
+    measure: str  # 'loo_agreement', 'honeypot_accuracy' or 'slot_a_p_value'
+    value: float
+    threshold_name: str  # 'careless_agreement', 'honeypot_accuracy' or 'bias_p'
+    threshold: float
 
 
 @dataclass
@@ -41,6 +57,7 @@ class AnnotatorQuality:
     loo_agreement: float | None
     honeypot_accuracy: float | None
     flags: list[str] = field(default_factory=list)
+    reasons: list[FlagReason] = field(default_factory=list)
 
 
 @dataclass
@@ -58,6 +75,7 @@ class QualityReport:
     slot_a_rate: float | None
     honeypot_accuracy: float | None
     per_annotator: list[AnnotatorQuality]
+    thresholds: dict[str, float] = field(default_factory=dict)  # the quality_report arguments that set flags
 
     def to_dict(self) -> dict:
         """Plain data for JSON."""
@@ -183,13 +201,16 @@ def quality_report(
         p_value = binomtest(wins, trials, 0.5).pvalue if trials else None
         loo = loo_agree / loo_total if loo_total else None
         hp = right / total if total else None
-        flags = []
+        reasons = []
         if p_value is not None and p_value < bias_p:
-            flags.append("position_bias")
-        if (loo is not None and loo < careless_agreement) or (hp is not None and hp < honeypot_accuracy):
-            flags.append("careless")
+            reasons.append(FlagReason("position_bias", "slot_a_p_value", p_value, "bias_p", bias_p))
+        if loo is not None and loo < careless_agreement:
+            reasons.append(FlagReason("careless", "loo_agreement", loo, "careless_agreement", careless_agreement))
+        if hp is not None and hp < honeypot_accuracy:
+            reasons.append(FlagReason("careless", "honeypot_accuracy", hp, "honeypot_accuracy", honeypot_accuracy))
+        flags = list(dict.fromkeys(r.flag for r in reasons))
         per.append(AnnotatorQuality(name, len(vs), ties / pairs if pairs else 0.0, wins, trials,
-                                    wins / trials if trials else None, p_value, loo, hp, flags))
+                                    wins / trials if trials else None, p_value, loo, hp, flags, reasons))
 
     overlap = sum(len(vs) for vs in regular.values()) / len(regular) if regular else 0.0
     return QualityReport(
@@ -201,4 +222,5 @@ def quality_report(
         slot_a_rate=slot_w / slot_n if slot_n else None,
         honeypot_accuracy=hp_right / hp_total if hp_total else None,
         per_annotator=per,
+        thresholds={"bias_p": bias_p, "careless_agreement": careless_agreement, "honeypot_accuracy": honeypot_accuracy},
     )

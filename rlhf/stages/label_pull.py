@@ -20,7 +20,9 @@ Method
    candidate ids (slot order kept for the position-bias test). The quality report
    (:func:`~rlhf.preferences.quality.quality_report`, honeypot answers from the slot map) flags careless
    and position-biased annotators; votes of annotators carrying a flag in ``exclude_flagged`` are left
-   out of the pairs (never out of the report or the raw responses). Per record, the remaining non-honeypot
+   out of the pairs (never out of the report or the raw responses), and each excluded annotator is named
+   on one line with the measure that flagged it and the threshold it fell below. A pull left without pairs
+   says how many annotators were excluded and why. Per record, the remaining non-honeypot
    votes are aggregated (``majority``, ``borda`` or ``bradley_terry``); ties and pairs at or below
    ``min_agreement`` never become training pairs.
 
@@ -51,7 +53,10 @@ from rlhf.labeling.loop.pull import (
     SNAPSHOT,
     build_pairs,
     compatible_snapshot,
+    exclusion_line,
+    exclusions,
     find_previous,
+    no_pairs_message,
     read_rows,
     response_row,
     responses_digest,
@@ -117,12 +122,14 @@ def run_pull(cfg: LabelPullConfig, http: ArgillaHTTP | None = None) -> Path:
     report = quality_report(votes, honeypot_answers=answers, bias_p=cfg.quality.bias_p,
                             careless_agreement=cfg.quality.careless_agreement,
                             honeypot_accuracy=cfg.quality.honeypot_accuracy)
-    excluded = {name for flag in cfg.exclude_flagged for name in report.flagged(flag)}
+    why_excluded = exclusions(report, cfg.exclude_flagged)
+    for name, reasons in why_excluded.items():
+        print(exclusion_line(name, reasons))
+    excluded = set(why_excluded)
     pairs = build_pairs(votes, slot_map, cfg.aggregation, cfg.min_agreement, cfg.min_votes, excluded,
                         {"dataset": push.dataset, "snapshot": run.dir.name})
     if not pairs:
-        raise UserError(f"no training pairs from {len(votes)} submitted rankings of dataset '{push.dataset}' "
-                        "(all ties, honeypots or below min_agreement); annotate more, then pull again")
+        raise UserError(no_pairs_message(len(votes), push.dataset, why_excluded, report.annotators))
     statuses = Counter(r["status"] for r in rows)
     summary = {
         "dataset": push.dataset, "dataset_id": push.dataset_id, "push": str(push.folder),

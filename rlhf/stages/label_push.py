@@ -9,7 +9,9 @@ Method
    fewer than K candidates (K = the template's response slots) is skipped and counted. With more than K, K
    are drawn at random (seeded per prompt). Candidate ids are content keys (``candidate_id``); a record's
    key is the hash of its content (:func:`~rlhf.labeling.loop.slots.record_key`). Slots are shuffled per
-   record, honeypots (:mod:`rlhf.labeling.loop.honeypots`) are added and the records are put in a seeded random order.
+   record, honeypots (:mod:`rlhf.labeling.loop.honeypots`: a file with its own ranks, and/or demo-world items
+   ordered by ``honeypots.rubric``, which must be the annotators' rubric) are added and the records are put in
+   a seeded random order.
 2. **Dataset**: created from the template when missing (plain-text fields, the ranking question with ties,
    the optional rating, flags and rationale, the versioned guidelines, task distribution ``overlap`` with
    ``min_submitted`` annotators per record). An existing dataset of that name must have the template's fields
@@ -38,7 +40,7 @@ from rlhf.data.candidates import read_candidates
 from rlhf.data.pii import load_scrubber
 from rlhf.labeling.http import ArgillaHTTP
 from rlhf.labeling.loop.common import PUSH_INFO, connect
-from rlhf.labeling.loop.honeypots import demo_honeypots, honeypot_records, load_honeypots
+from rlhf.labeling.loop.honeypots import demo_honeypots, honeypot_records, load_honeypots, load_rubric
 from rlhf.labeling.loop.push import (
     candidates_file,
     check_existing_dataset,
@@ -81,7 +83,8 @@ def run_push(cfg: LabelPushConfig, http: ArgillaHTTP | None = None, progress: bo
     if cfg.honeypots.path:
         pots += load_honeypots(cfg.honeypots.path, len(slot_fields))
     if cfg.honeypots.demo:
-        pots += demo_honeypots(cfg.honeypots.demo, len(slot_fields), cfg.honeypots.seed, cfg.honeypots.min_gap)
+        pots += demo_honeypots(cfg.honeypots.demo, len(slot_fields), cfg.honeypots.seed, cfg.honeypots.min_gap,
+                               rubric=load_rubric(cfg.honeypots.rubric))
     records += honeypot_records(pots, cfg.run.seed, scrub)
     random.Random(f"{cfg.run.seed}:order").shuffle(records)
     if not records:
@@ -120,7 +123,8 @@ def run_push(cfg: LabelPushConfig, http: ArgillaHTTP | None = None, progress: bo
                 "dataset": dataset, "dataset_id": dataset_id, "workspace": cfg.workspace, "api_url": client.api_url,
                 "template": template.name, "prompt_field": prompt_field, "slot_fields": list(slot_fields),
                 "ranking_question": question, "min_submitted": min_submitted, "records": len(records),
-                "honeypots": len(pots), "prompts_skipped": skipped, "pii_replaced": pii,
+                "honeypots": len(pots), "honeypot_rubric": cfg.honeypots.rubric if cfg.honeypots.demo else None,
+                "prompts_skipped": skipped, "pii_replaced": pii,
                 "logged_now": len(missing), "already_present": len(records) - len(missing),
                 "guidelines_sha256": hashlib.sha256(guidelines.encode("utf-8")).hexdigest(),
             }

@@ -11,8 +11,12 @@ Two sources:
   with exactly K responses (the template's slots), rank 1 the best, equal ranks for ties;
 * the demo world (:func:`demo_honeypots`): prompts from a seed range of their own (``seed + 20_000``, apart
   from candidate and SFT prompts); for each, replies of random quality are written until K of them have
-  gold-rubric scores at least ``min_gap`` apart; the answer is the gold order. A clear gap is what makes
+  rubric scores at least ``min_gap`` apart; the answer is the rubric's order. A clear gap is what makes
   a honeypot fair: an attentive annotator can always tell the responses apart.
+
+The rubric (``honeypots.rubric``, :func:`load_rubric`) must be the one the annotators follow: the demo
+world's gold rubric by default, the team's own guidelines otherwise (in simulation, the bots'
+``label_simulate.rubric``). Honeypots ordered by another rubric make every attentive annotator fail them.
 """
 
 from __future__ import annotations
@@ -28,8 +32,9 @@ from rlhf.core.errors import UserError
 from rlhf.data.candidates import candidate_id
 from rlhf.data.pii import ScrubResult, run_scrubber
 from rlhf.labeling.loop.slots import SlotRecord, record_key, shuffle_slots
+from rlhf.utils.callables import load_callable
 
-__all__ = ["DEMO_SEED_OFFSET", "Honeypot", "demo_honeypots", "honeypot_records", "load_honeypots"]
+__all__ = ["DEMO_SEED_OFFSET", "Honeypot", "demo_honeypots", "honeypot_records", "load_honeypots", "load_rubric"]
 
 DEMO_SEED_OFFSET = 20_000
 DRAWS_PER_PROMPT = 60
@@ -94,9 +99,27 @@ def _spaced(scored: list[tuple[float, str]], k: int, min_gap: float) -> list[tup
     return None
 
 
+def load_rubric(spec: str, key: str = "honeypots.rubric") -> Callable[[str, str], float]:
+    """The rubric ``module:function`` named by config key ``key``; a one-line error naming the key otherwise."""
+    try:
+        return load_callable(spec)
+    except UserError as err:
+        raise UserError(f"{key}: {err}; set {key} to a module:function (prompt, reply) -> score, "
+                        "e.g. rlhf.world.demo:gold_rubric") from None
+
+
+def _score(rubric: Callable[[str, str], float], prompt: str, text: str) -> float:
+    value = rubric(prompt, text)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        name = getattr(rubric, "__qualname__", repr(rubric))
+        raise UserError(f"honeypots.rubric {name} returned {type(value).__name__}, not a number; "
+                        "a rubric maps (prompt, reply) to a score")
+    return float(value)
+
+
 def demo_honeypots(n: int, k: int, seed: int, min_gap: float = 0.15,
                    rubric: Callable[[str, str], float] | None = None) -> list[Honeypot]:
-    """``n`` demo-world honeypots with ``k`` responses each, ordered by the gold rubric (module docstring)."""
+    """``n`` demo-world honeypots with ``k`` responses each, ordered by ``rubric`` (default: the gold rubric)."""
     from rlhf.world.demo import ResponseQuality, generate_prompts, generate_response, gold_rubric
 
     score = rubric or gold_rubric
@@ -106,7 +129,8 @@ def demo_honeypots(n: int, k: int, seed: int, min_gap: float = 0.15,
         seen: dict[str, float] = {}
         for _ in range(DRAWS_PER_PROMPT):
             text = generate_response(prompt, ResponseQuality.draw(rng, 0.5), rng)
-            seen.setdefault(text, float(score(prompt.text, text)))
+            if text not in seen:
+                seen[text] = _score(score, prompt.text, text)
         picked = _spaced([(s, t) for t, s in seen.items()], k, min_gap)
         if picked is None:
             continue
@@ -117,8 +141,8 @@ def demo_honeypots(n: int, k: int, seed: int, min_gap: float = 0.15,
                             f"demo world (seed {seed})"))
         if len(out) == n:
             return out
-    raise UserError(f"the demo world gave only {len(out)} of {n} honeypots with gaps of {min_gap}; "
-                    "lower honeypots.min_gap or ask for fewer")
+    raise UserError(f"the demo world gave only {len(out)} of {n} honeypots with rubric-score gaps of {min_gap}; "
+                    "lower honeypots.min_gap (on honeypots.rubric's scale) or ask for fewer")
 
 
 def honeypot_records(honeypots: Sequence[Honeypot], seed: int,

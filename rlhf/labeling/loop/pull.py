@@ -1,6 +1,6 @@
 """Building blocks of ``rlhf label pull`` (the stage's recipe is :mod:`rlhf.stages.label_pull`, which
-describes the method): response rows, votes, training pairs, the responses digest and the earlier snapshots
-of a push.
+describes the method): response rows, votes, training pairs, the responses digest, the earlier snapshots
+of a push, and the words that say which annotators were excluded and why.
 """
 
 from __future__ import annotations
@@ -21,10 +21,11 @@ from rlhf.labeling.loop.slots import SlotRecord
 from rlhf.labeling.responses import ranking_of
 from rlhf.labeling.users import list_users
 from rlhf.preferences.aggregate import aggregate_record
+from rlhf.preferences.quality import FlagReason, QualityReport
 from rlhf.preferences.votes import RankingVote
 
-__all__ = ["build_pairs", "compatible_snapshot", "find_previous", "read_rows", "response_row", "responses_digest",
-           "usernames", "votes_from_rows"]
+__all__ = ["build_pairs", "compatible_snapshot", "describe_reason", "exclusion_line", "exclusions", "find_previous",
+           "no_pairs_message", "read_rows", "response_row", "responses_digest", "usernames", "votes_from_rows"]
 
 RESPONSES = "responses.jsonl"
 QUALITY = "quality_report.json"
@@ -92,6 +93,58 @@ def build_pairs(votes: list[RankingVote], slot_map: dict[str, SlotRecord], metho
                             "rejected_policy": slot.candidates.get(agg.rejected, {}).get("policy")},
             ))
     return pairs
+
+
+MEASURE_NAMES = {"honeypot_accuracy": "honeypot accuracy", "loo_agreement": "leave-one-out agreement",
+                 "slot_a_p_value": "slot-A p"}
+
+
+def describe_reason(reason: FlagReason) -> str:
+    """E.g. ``honeypot accuracy 0.20 < quality.honeypot_accuracy 0.8`` (threshold named by its pull config key)."""
+    key = f"quality.{reason.threshold_name} {reason.threshold:g}"
+    if reason.measure == "slot_a_p_value":
+        return f"slot-A p={reason.value:.2g} < {key}"
+    return f"{MEASURE_NAMES.get(reason.measure, reason.measure)} {reason.value:.2f} < {key}"
+
+
+def exclusions(report: QualityReport, exclude_flagged: list[str]) -> dict[str, list[FlagReason]]:
+    """Annotator -> the reasons behind its flags that ``exclude_flagged`` names (annotators left out of pairs)."""
+    out = {}
+    for annotator in report.per_annotator:
+        reasons = [r for r in annotator.reasons if r.flag in exclude_flagged]
+        if reasons:
+            out[annotator.annotator] = reasons
+    return out
+
+
+def exclusion_line(annotator: str, reasons: list[FlagReason]) -> str:
+    """One line naming an excluded annotator (a pseudonym), its flags, the measured values and thresholds."""
+    return f"label pull: excluded {annotator} (" + "; ".join(f"{r.flag}: {describe_reason(r)}" for r in reasons) + ")"
+
+
+def no_pairs_message(votes: int, dataset: str, excluded: dict[str, list[FlagReason]], annotators: int) -> str:
+    """The one-line error of a pull that found no training pairs: how many annotators were excluded and why, and
+    the fix."""
+    head = f"no training pairs from {votes} submitted rankings of dataset '{dataset}'"
+    if not excluded:
+        return f"{head} (all ties, honeypots or below min_agreement); annotate more, then pull again"
+    groups: dict[tuple[str, str, str, float], list[float]] = defaultdict(list)
+    for reasons in excluded.values():
+        for r in reasons:
+            groups[(r.flag, r.measure, r.threshold_name, r.threshold)].append(r.value)
+    why = []
+    for (flag, measure, name, threshold), values in sorted(groups.items()):
+        fmt, sep = (".2g", "=") if measure == "slot_a_p_value" else (".2f", " ")
+        span = f"{min(values):{fmt}}" + (f"-{max(values):{fmt}}" if max(values) != min(values) else "")
+        why.append(f"{len(values)} '{flag}' by {MEASURE_NAMES.get(measure, measure)}{sep}{span} < quality.{name} "
+                   f"{threshold:g}")
+    flags = sorted({r.flag for reasons in excluded.values() for r in reasons})
+    fix = (f"lower the threshold(s) or drop {', '.join(repr(f) for f in flags)} from exclude_flagged")
+    if "honeypot_accuracy" in {m for _, m, _, _ in groups}:
+        fix += (", or check that the honeypots follow the annotators' rubric (label_push.honeypots.rubric, "
+                "by default the demo world's gold rubric)")
+    return (f"{head}: {len(excluded)} of {annotators} annotators excluded by exclude_flagged "
+            f"({'; '.join(why)}); {fix}")
 
 
 def find_previous(root: Path, push_dir: Path) -> Path | None:
