@@ -1,7 +1,7 @@
 """Run a TRL (Hugging Face ``Trainer``) training function as Ray Train workers.
 
-The reward-model and DPO stages share this launcher, so one command goes from one CPU worker to N GPU
-workers by changing ``resources.num_workers`` / ``resources.worker.num_gpus``:
+The reward-model and DPO stages (offline and online DPO) share this launcher, so one command goes from one
+CPU worker to N GPU workers by changing ``resources.num_workers`` / ``resources.worker.num_gpus``:
 
 * the driver connects to the cluster named by ``resources.address`` or ``$RAY_ADDRESS``, or starts a small
   local one (``num_cpus`` = what the workers need, at least 2; no dashboard; a capped object store);
@@ -210,14 +210,17 @@ def _step_of(checkpoint: str | None) -> int:
 
 
 # Which TRL trainer a worker builds, by the ``trainer`` key of its payload: (model role, LoRA task type).
-TRAINER_KINDS = {"reward": ("reward", "SEQ_CLS"), "dpo": ("policy", "CAUSAL_LM")}
+TRAINER_KINDS = {"reward": ("reward", "SEQ_CLS"), "dpo": ("policy", "CAUSAL_LM"),
+                 "online_dpo": ("policy", "CAUSAL_LM")}
 
 
 def trl_worker(payload: dict[str, Any]) -> None:
     """Ray Train worker: build the TRL trainer named by ``payload["trainer"]`` and train it.
 
     One worker function serves the reward-model and DPO stages; they differ only in the trainer and
-    config classes, the model role and the LoRA task type.
+    config classes, the model role and the LoRA task type. ``online_dpo`` also loads the frozen reward model
+    at ``payload["reward_model"]`` with its own tokenizer; TRL places it on the worker's device (and under
+    DeepSpeed) and scores each sampled reply with the chat template, as the RM stage trained it.
     """
     from datasets import load_from_disk
 
@@ -231,21 +234,28 @@ def trl_worker(payload: dict[str, Any]) -> None:
     if kind == "reward":
         from trl import RewardConfig as TrainerConfig
         from trl import RewardTrainer as Trainer
-    else:
+    elif kind == "dpo":
         from trl import DPOConfig as TrainerConfig
         from trl import DPOTrainer as Trainer
+    else:
+        from trl.experimental.online_dpo import OnlineDPOConfig as TrainerConfig
+        from trl.experimental.online_dpo import OnlineDPOTrainer as Trainer
 
     os.environ["TENSORBOARD_LOGGING_DIR"] = payload["tensorboard"]
     seed_everything(payload["seed"])
     tokenizer = load_tokenizer(payload["base"])
     model = load_model(payload["base"], role, dtype=payload["dtype"], device="cpu")
     lora = LoraSettings(**payload["lora"]) if payload["lora"] else None
+    reward: dict[str, Any] = {}
+    if kind == "online_dpo":
+        reward = {"reward_funcs": load_model(payload["reward_model"], "reward", dtype=payload["dtype"], device="cpu"),
+                  "reward_processing_classes": load_tokenizer(payload["reward_model"])}
     trainer = Trainer(
         model=model, args=TrainerConfig(**payload["args"]), processing_class=tokenizer,
         train_dataset=load_from_disk(payload["train_data"]),
         eval_dataset=load_from_disk(payload["eval_data"]) if payload["eval_data"] else None,
         peft_config=_lora_config(lora, task_type) if lora else None,
-        callbacks=[JsonlMetricsCallback(payload["metrics"], prefix="train/")],
+        callbacks=[JsonlMetricsCallback(payload["metrics"], prefix="train/")], **reward,
     )
     train_in_worker(trainer, payload["resume"], Path(payload["model_dir"]), tokenizer, merge_lora=lora is not None,
                     result_file=payload["result_file"])
