@@ -53,3 +53,13 @@ def test_push_honeypots_follow_the_bots_rubric_unless_the_push_names_its_own():
     no_demo = load_config(QUICKSTART, [*team, "label_push.honeypots.demo=0"])  # nothing for a rubric to order
     assert no_demo.stage_config("label_push", {"candidates": "c"}, 1).honeypots.rubric == "rlhf.world.demo:gold_rubric"
     assert no_demo.label_push == {"min_submitted": 2, "honeypots": {"demo": 0}}  # the section itself is unchanged
+
+
+def test_online_dpo_gets_the_rounds_reward_model_and_refuses_a_user_set_one(tmp_path):
+    online = PipelineConfig(dpo={"online": {"enabled": True}})
+    assert online.dpo_online() and not PipelineConfig().dpo_online()
+    cfg = online.stage_config("dpo", {"model.name_or_path": "tiny", "data.path": str(tmp_path),
+                                      "online.reward_model": "runs/rm/r1-x"}, 1)
+    assert cfg.online.enabled and cfg.online.reward_model == "runs/rm/r1-x"
+    with pytest.raises(ValueError, match="dpo.online.reward_model is set by the pipeline"):
+        PipelineConfig(dpo={"online": {"enabled": True, "reward_model": "mine"}})

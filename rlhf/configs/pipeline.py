@@ -47,7 +47,7 @@ SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
     "label_pull": ("label_pull", ("run", "push", "service", "argilla")),
     "rm": ("rm", ("run", "data.path", "data.include", "data.format")),
     "ppo": ("ppo", ("run", "model.name_or_path", "reward.model", "reward.function", "data.path")),
-    "dpo": ("dpo", ("run", "model.name_or_path", "data.path", "data.format")),
+    "dpo": ("dpo", ("run", "model.name_or_path", "data.path", "data.format", "online.reward_model")),
     "eval": ("eval", ("run", "checkpoints", "baseline", "reference", "prompts.path", "scoring.reward_models")),
     "report": ("report", ("run", "eval_dir", "rounds")),
 }
@@ -130,9 +130,16 @@ class PipelineConfig(StrictModel):
         out = copy.deepcopy(data)
         fills = {"generate": {"policies": [{"name": "p", "path": "tiny"}]},
                  "ppo": {"reward.model": "reward-model"}}
+        if section == "dpo" and self.dpo_online():
+            fills["dpo"] = {"online.reward_model": "reward-model"}
         for key, value in fills.get(section, {}).items():
             _set(out, key, value)
         return out
+
+    def dpo_online(self) -> bool:
+        """Whether the ``dpo`` section switches online DPO on (the round's reward model then labels its pairs)."""
+        online = self.dpo.get("online", {})
+        return bool(self.dpo.get("online.enabled", online.get("enabled", False) if isinstance(online, dict) else False))
 
     def labeling_config(self) -> LabelingConfig:
         """The labeling service's config (the ``label`` section)."""

@@ -8,7 +8,8 @@ against SFT -> the report.
 Rounds compound: round ``r + 1`` generates candidates for new prompts (the next ``generate.prompts.limit``
 of the training prompts) from round ``r``'s best policy, collects new rankings, retrains the reward model on
 every snapshot so far (``data.include``), and optimises the best policy again: DPO in round ``r + 1``
-trains on pairs sampled from the policy it starts from and ranked in that round (iterative DPO). The best
+trains on pairs sampled from the policy it starts from and ranked in that round (iterative DPO); with
+``dpo.online.enabled`` the round's reward model labels pairs the policy samples during training (online DPO). The best
 policy is chosen by :func:`rlhf.eval.selection.best_policy`, whose rule (the trusted scorer, and a lower
 interval end above 0.5) the pipeline prints and the report states; when no policy beats the baseline the
 next round starts from the same policy. Every report after the first shows the earlier rounds beside it.
@@ -151,8 +152,10 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
                     "data.path": str(prepared / "prompts" / "train.jsonl")}, r))
             if "dpo" in cfg.algorithms:
                 clock.step(r, "DPO")
+                online = {"online.reward_model": str(rm_dir)} if cfg.dpo_online() else {}
                 trained[f"dpo-r{r}"] = run_dpo(cfg.stage_config("dpo", {
-                    "model.name_or_path": str(policy), "data.path": str(snapshot), "data.format": "pairs"}, r))
+                    "model.name_or_path": str(policy), "data.path": str(snapshot), "data.format": "pairs",
+                    **online}, r))
             # The policy this round started from competes too, so a round that makes things worse keeps it.
             contenders = {**trained, **({policy_name: policy} if policy_name != "sft" else {})}
             clock.step(r, "evaluate against SFT")
