@@ -136,7 +136,7 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
             gen = run_generate(cfg.stage_config("generate", {**gen_wiring, "prompts.offset": (r - 1) * limit}, r))
             snapshot = _labeling(cfg, r, gen, clock)
             started_service = True
-            clock.step(r, "train the reward model" + (f" on rounds 1-{r}' snapshots" if snapshots else ""))
+            clock.step(r, "train the reward model" + (f" on the snapshots of rounds 1-{r}" if snapshots else ""))
             # The reward model starts from the SFT policy unless the rm section names another base.
             named = "model.name_or_path" in cfg.rm or "name_or_path" in cfg.rm.get("model", {})
             rm_base = {} if named else {"model.name_or_path": str(sft_dir)}
