@@ -53,13 +53,20 @@ SECTIONS: dict[str, tuple[str, tuple[str, ...]]] = {
 }
 
 
-def _has(data: dict, dotted: str) -> bool:
+_MISSING = object()
+
+
+def _get(data: dict, dotted: str, default: Any = None) -> Any:
     node: Any = data
     for part in dotted.split("."):
         if not isinstance(node, dict) or part not in node:
-            return False
+            return default
         node = node[part]
-    return True
+    return node
+
+
+def _has(data: dict, dotted: str) -> bool:
+    return _get(data, dotted, _MISSING) is not _MISSING
 
 
 def _set(data: dict, dotted: str, value: Any) -> None:
@@ -138,8 +145,11 @@ class PipelineConfig(StrictModel):
 
     def dpo_online(self) -> bool:
         """Whether the ``dpo`` section switches online DPO on (the round's reward model then labels its pairs)."""
-        online = self.dpo.get("online", {})
-        return bool(self.dpo.get("online.enabled", online.get("enabled", False) if isinstance(online, dict) else False))
+        return bool(_get(self.dpo, "online.enabled", False))
+
+    def sets(self, section: str, dotted: str) -> bool:
+        """Whether the config sets ``dotted`` in ``section`` (as opposed to leaving it to a default)."""
+        return _has(getattr(self, section), dotted)
 
     def labeling_config(self) -> LabelingConfig:
         """The labeling service's config (the ``label`` section)."""

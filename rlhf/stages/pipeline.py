@@ -138,8 +138,7 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
             started_service = True
             clock.step(r, "train the reward model" + (f" on the snapshots of rounds 1-{r}" if snapshots else ""))
             # The reward model starts from the SFT policy unless the rm section names another base.
-            named = "model.name_or_path" in cfg.rm or "name_or_path" in cfg.rm.get("model", {})
-            rm_base = {} if named else {"model.name_or_path": str(sft_dir)}
+            rm_base = {} if cfg.sets("rm", "model.name_or_path") else {"model.name_or_path": str(sft_dir)}
             rm_dir = run_reward_model(cfg.stage_config("rm", {
                 **rm_base, "data.path": str(snapshot), "data.include": [str(s) for s in snapshots],
                 "data.format": "pairs"}, r))
