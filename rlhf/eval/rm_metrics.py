@@ -1,4 +1,4 @@
-"""Reward-model evaluation: pure functions of reward arrays (numpy only), used by ``rlhf train rm``.
+"""Reward-model evaluation: pure functions of reward arrays (numpy; scipy for the temperature search), used by ``rlhf train rm``.
 
 * accuracy: share of held-out pairs with ``r_chosen > r_rejected`` (an exact tie counts half), overall and
   by agreement bucket (pairs whose annotators agreed more should be easier);
@@ -122,32 +122,22 @@ def _log_loss(margins: np.ndarray, targets: np.ndarray, inverse_t: float) -> flo
     return float(np.mean(targets * np.logaddexp(0.0, -z) + (1.0 - targets) * np.logaddexp(0.0, z)))
 
 
-def fit_temperature(margins: Sequence[float], targets: Sequence[float], lo: float = 0.02, hi: float = 50.0,
-                    iters: int = 100) -> float:
+def fit_temperature(margins: Sequence[float], targets: Sequence[float], lo: float = 0.02, hi: float = 50.0) -> float:
     """``T`` minimising the log loss of ``sigmoid(margin / T)`` against soft targets, within ``[lo, hi]``.
 
-    The loss is convex in ``1 / T`` (a one-weight logistic regression), so a golden-section search over
-    ``1 / T`` finds the optimum.
+    The loss is convex in ``1 / T`` (a one-weight logistic regression), so a bounded scalar search over
+    ``1 / T`` (scipy's ``minimize_scalar``) finds the optimum.
     """
+    from scipy.optimize import minimize_scalar
+
     m, t = _array(margins), _array(targets)
     if m.shape != t.shape or m.size == 0:
         raise ValueError("margins and targets must be non-empty and of the same length")
     if not 0 < lo < hi:
         raise ValueError(f"temperature bounds must satisfy 0 < lo < hi, got {lo}, {hi}")
-    a, b = 1.0 / hi, 1.0 / lo
-    ratio = (np.sqrt(5.0) - 1.0) / 2.0
-    c, d = b - ratio * (b - a), a + ratio * (b - a)
-    fc, fd = _log_loss(m, t, c), _log_loss(m, t, d)
-    for _ in range(iters):
-        if fc <= fd:
-            b, d, fd = d, c, fc
-            c = b - ratio * (b - a)
-            fc = _log_loss(m, t, c)
-        else:
-            a, c, fc = c, d, fd
-            d = a + ratio * (b - a)
-            fd = _log_loss(m, t, d)
-    return float(2.0 / (a + b))
+    best = minimize_scalar(lambda inverse_t: _log_loss(m, t, inverse_t), bounds=(1.0 / hi, 1.0 / lo),
+                           method="bounded", options={"xatol": 1e-6})
+    return float(1.0 / best.x)
 
 
 def cross_fitted_probs(margins: Sequence[float], targets: Sequence[float], groups: Sequence[str],
