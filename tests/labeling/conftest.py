@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import glob
 import os
+import random
 import shutil
 import socket
 import subprocess
@@ -39,6 +40,22 @@ from rlhf.labeling.state import ServiceLayout
 
 REPO = Path(__file__).resolve().parents[2]
 ARTIFACTS = REPO / "test-artifacts" / "labeling"
+
+
+def demo_replies(n: int, seed: int, k: int = 4) -> list[tuple[Any, list[str]]]:
+    """``n`` demo prompts, each with ``k`` distinct replies of random quality (seeded), for candidate files."""
+    from rlhf.world.demo import ResponseQuality, generate_prompts, generate_response
+
+    rng = random.Random(seed)
+    out = []
+    for prompt in generate_prompts(n, seed):
+        texts: list[str] = []
+        while len(texts) < k:
+            text = generate_response(prompt, ResponseQuality.draw(rng, 0.5), rng)
+            if text not in texts:
+                texts.append(text)
+        out.append((prompt, texts))
+    return out
 
 
 def require_binary(name: str, package: str) -> str:

@@ -10,7 +10,6 @@ excluded, and the pull's error names them, the flag and the threshold.
 from __future__ import annotations
 
 import json
-import random
 import uuid
 from pathlib import Path
 
@@ -31,7 +30,8 @@ from rlhf.stages import load_config
 from rlhf.stages.label_pull import run_pull
 from rlhf.stages.label_push import run_push
 from rlhf.stages.label_simulate import run_simulate
-from rlhf.world.demo import ResponseQuality, generate_prompts, generate_response, gold_rubric
+from rlhf.world.demo import gold_rubric
+from tests.labeling.conftest import demo_replies
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "label"
 GOLD = "rlhf.world.demo:gold_rubric"
@@ -134,14 +134,8 @@ def test_the_pull_words_for_leave_one_out_and_position_bias():
 # ------------------------------------------------------------------------------------------- live service
 def _candidates(path: Path, n: int, seed: int) -> Path:
     """``n`` demo prompts with 4 distinct candidates each (the generate stage's format; no model)."""
-    rng = random.Random(seed)
     rows = []
-    for prompt in generate_prompts(n, seed):
-        texts: list[str] = []
-        while len(texts) < 4:
-            text = generate_response(prompt, ResponseQuality.draw(rng, 0.5), rng)
-            if text not in texts:
-                texts.append(text)
+    for prompt, texts in demo_replies(n, seed):
         rows.append({"prompt_id": prompt.id, "prompt": prompt.text,
                      "candidates": [{"id": candidate_id(prompt.id, t), "text": t, "policy": "p"} for t in texts]})
     path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import random
 import sys
 import threading
 import time
@@ -29,7 +28,8 @@ from rlhf.stages import load_config
 from rlhf.stages.label_pull import run_pull
 from rlhf.stages.label_push import open_push, run_push
 from rlhf.stages.label_simulate import run_simulate
-from rlhf.world.demo import ResponseQuality, generate_prompts, generate_response, gold_rubric
+from rlhf.world.demo import gold_rubric
+from tests.labeling.conftest import demo_replies
 
 pytestmark = pytest.mark.slow
 
@@ -42,14 +42,8 @@ PULL = ["quality.bias_p=0.001"]
 
 def write_demo_candidates(path: Path, n: int, seed: int) -> Path:
     """``n`` demo prompts with 4 distinct candidates of random quality each, in the candidates.jsonl format."""
-    rng = random.Random(seed)
     rows = []
-    for prompt in generate_prompts(n, seed):
-        texts: list[str] = []
-        while len(texts) < 4:
-            text = generate_response(prompt, ResponseQuality.draw(rng, 0.5), rng)
-            if text not in texts:
-                texts.append(text)
+    for prompt, texts in demo_replies(n, seed):
         rows.append({"prompt_id": prompt.id, "prompt": prompt.text, "metadata": {"intent": prompt.intent},
                      "candidates": [{"id": candidate_id(prompt.id, t), "text": t, "policy": f"policy-{i % 2}",
                                      "logprob": -1.0 - i} for i, t in enumerate(texts)]})
