@@ -85,13 +85,19 @@ def run_on_ray(train_fn: Callable[[dict[str, Any]], None], payload: dict[str, An
     """Run ``train_fn(payload)`` on ``settings.num_workers`` Ray Train workers; returns rank 0's final metrics.
 
     ``payload`` gains ``result_file``, where :func:`train_in_worker` on rank 0 writes the final metrics (Ray
-    Train keeps only metrics reported with a checkpoint in its result).
+    Train keeps only metrics reported with a checkpoint in its result). When it resumes (``payload["resume"]``),
+    the rows an interrupted run logged to ``payload["metrics"]`` after that checkpoint are dropped first, so
+    the resumed run's rows continue the file with no step logged twice.
     """
     import ray
     from ray.train import RunConfig
     from ray.train.torch import TorchTrainer
 
     from rlhf.core.paths import share_torch_extensions
+    from rlhf.roles.checkpoint import truncate_metrics
+
+    if payload.get("resume") and payload.get("metrics"):
+        truncate_metrics(Path(payload["metrics"]), _step_of(payload["resume"]))
 
     # DeepSpeed's compiled ops are cached here and reused by every worker and later run.
     share_torch_extensions()
