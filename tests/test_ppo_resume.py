@@ -1,76 +1,69 @@
-"""kill -9 in the middle of ``rlhf train ppo`` (GRPO, reward function), then resume: the run continues from
-its last checkpoint, finishes, and the steps recomputed after the resume repeat the killed run's figures."""
+"""kill -9 in the middle of ``rlhf train ppo`` (GAE with a critic, adaptive KL in the reward), then the same
+command again: the run resumes from its checkpoint after step 2 and every one of steps 3-5 repeats an
+uninterrupted run's figures, as do the final policy weights.
+
+What each compared figure proves was restored (a piece left out makes some of them differ):
+
+* ``rollout/*`` and ``objective/kl``: the prompt stream position and the rollout samplers' seeds (the same
+  prompts and the same sampled tokens), and the policy weights the rollout workers were synced with;
+* ``objective/kl_coef``: the adaptive KL controller (it changes every step here);
+* ``train/grad_norm``, ``train/policy_loss``, ``train/lr``: the policy's weights and AdamW moments;
+* ``train/critic_value_loss``: the critic's weights and optimizer (the values feed the GAE advantages);
+* the final policy weights: all of the above, three optimizer steps on.
+"""
 
 from __future__ import annotations
 
-import json
-import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
+import re
 
 import pytest
 
+from tests.resume_helpers import (
+    assert_same_rows,
+    kill_9_when,
+    max_weight_difference,
+    metric_rows,
+    model_weights,
+    run_stage,
+    stage_command,
+)
+
 pytestmark = pytest.mark.slow
 
-ARGS = ["reward.function=rlhf.world.demo:gold_rubric", "algorithm.advantage=grpo", "rollout.n=2",
-        "algorithm.kl.placement=loss", "algorithm.kl.estimator=k3", "rollout.prompts_per_step=4",
-        "rollout.max_new_tokens=8", "learner.micro_batch_size=4", "algorithm.mini_batch_size=8",
-        "learner.lr=1e-3", "eval.prompts=0", "data.demo_prompts=16", "train.steps=6", "train.save_steps=2",
-        "train.progress=false", "resources.object_store_mb=200"]
-COMPARED = ("rollout/score_mean", "rollout/response_length", "objective/kl", "train/policy_loss", "train/kl_loss",
-            "train/grad_norm")
+STEPS, SAVE = 5, 2
+ARGS = ["reward.function=rlhf.world.demo:gold_rubric", "algorithm.advantage=gae", "rollout.n=1",
+        "algorithm.kl.placement=reward", "algorithm.kl.adaptive=true", "algorithm.kl.coef=0.1",
+        "algorithm.kl.target=0.01", "algorithm.kl.horizon=40", "rollout.prompts_per_step=8",
+        "rollout.max_new_tokens=8", "learner.micro_batch_size=4", "algorithm.mini_batch_size=4",
+        "learner.lr=1e-3", "critic.lr=1e-3", "eval.prompts=0", "data.demo_prompts=12", f"train.steps={STEPS}",
+        f"train.save_steps={SAVE}", "train.progress=false", "resources.object_store_mb=200"]
+COMPARED = ("rollout/score_mean", "rollout/response_length", "rollout/advantage_std", "objective/kl",
+            "objective/kl_coef", "train/policy_loss", "train/grad_norm", "train/lr", "train/critic_value_loss")
 
 
-def _command(root: Path) -> list[str]:
-    return [sys.executable, "-m", "rlhf.cli", "train", "ppo", f"run.root={root}", *ARGS]
+def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
+    straight_root, killed_root = tmp_path / "straight", tmp_path / "killed"
+    run_stage(stage_command("ppo", straight_root, ARGS), timeout=600)
+    straight_dir = next(straight_root.glob("ppo/*/manifest.json")).parent
+    reference = metric_rows(straight_dir / "metrics.jsonl", "rollout/score_mean")
+    assert sorted(reference) == list(range(1, STEPS + 1))
+    assert len({row["objective/kl_coef"] for row in reference.values()}) == STEPS, "the KL coef must move each step"
 
+    run_dir = killed_root / "ppo" / straight_dir.name  # same config and inputs: same content-addressed folder
+    kill_9_when(stage_command("ppo", killed_root, ARGS), tmp_path / "killed.log",
+                lambda: (run_dir / "checkpoints" / f"step-{SAVE:06d}" / "COMPLETE").is_file(), timeout=400)
+    killed = metric_rows(run_dir / "metrics.jsonl", "rollout/score_mean")
+    assert max(killed) < STEPS and not (run_dir / "manifest.json").exists(), "the kill landed before the end"
 
-def _step_rows(path: Path) -> list[dict]:
-    rows = []
-    for line in path.read_text().splitlines() if path.is_file() else []:
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if "rollout/score_mean" in row:
-            rows.append(row)
-    return rows
-
-
-def test_kill_9_then_resume(tmp_path):
-    env = {**os.environ, "TQDM_DISABLE": "1"}
-    log = (tmp_path / "first.log").open("w")
-    first = subprocess.Popen(_command(tmp_path), stdout=log, stderr=subprocess.STDOUT, env=env,
-                             start_new_session=True)
-    deadline = time.monotonic() + 240
-    metrics: Path | None = None
-    try:
-        while time.monotonic() < deadline and first.poll() is None:
-            found = list(tmp_path.glob("ppo/*/metrics.jsonl"))
-            metrics = found[0] if found else None
-            if metrics is not None and any(row["step"] == 3 for row in _step_rows(metrics)):
-                break
-            time.sleep(0.1)
-    finally:
-        os.killpg(first.pid, signal.SIGKILL)  # the driver and everything it started (Ray included)
-        first.wait()
-    assert metrics is not None, (tmp_path / "first.log").read_text()[-3000:]
-    run_dir = metrics.parent
-    killed = {row["step"]: row for row in _step_rows(metrics)}
-    assert 3 in killed and 6 not in killed, "the kill landed after step 3 and before the end"
-    assert not (run_dir / "manifest.json").exists()
-    assert (run_dir / "checkpoints" / "step-000002" / "COMPLETE").is_file()
-
-    resumed = subprocess.run(_command(tmp_path), capture_output=True, text=True, env=env, timeout=300, check=False)
-    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
-    assert "resumed from step-000002 (step 2)" in resumed.stdout
+    resumed = run_stage(stage_command("ppo", killed_root, ARGS), timeout=600)
+    found = re.search(r"ppo: resumed from step-\d+ \(step (\d+)\)", resumed.stdout)
+    assert found, resumed.stdout[-3000:]
+    assert int(found.group(1)) == SAVE
     assert (run_dir / "manifest.json").is_file()
-    rows = _step_rows(metrics)
-    assert [row["step"] for row in rows] == [1, 2, 3, 4, 5, 6]
-    for step in (1, 2):  # kept from the killed run
-        assert rows[step - 1]["time"] == killed[step]["time"]
-    for key in COMPARED:  # recomputed after the resume: the same numbers as before the kill
-        assert rows[2][key] == pytest.approx(killed[3][key], rel=1e-5, abs=1e-7), key
+    logged = metric_rows(run_dir / "metrics.jsonl", "rollout/score_mean")
+    assert sorted(logged) == list(range(1, STEPS + 1))  # rows after the checkpoint: once
+    for step in range(1, SAVE + 1):  # kept from the killed run
+        assert logged[step]["time"] == killed[step]["time"]
+    assert_same_rows(logged, reference, list(range(1, STEPS + 1)), COMPARED, tol=1e-6)
+    difference = max_weight_difference(model_weights(run_dir / "model"), model_weights(straight_dir / "model"))
+    assert difference <= 1e-6, f"final policy weights differ by {difference}"
