@@ -21,6 +21,7 @@ from rlhf.rl.masking import (
     compute_token_rewards,
     masked_mean,
     masked_sum,
+    masked_var,
     masked_whiten,
     normalise_rewards,
     place_reward_on_last_token,
@@ -363,3 +364,45 @@ def test_reinforce_pp_dispatch_whitens_returns_over_the_batch() -> None:
     # returns [[1, 1], [0, 0]] -> mean 0.5, Bessel std sqrt(1/3)
     expected = (torch.tensor([[1.0, 1.0], [0.0, 0.0]]) - 0.5) / math.sqrt(1 / 3)
     assert torch.allclose(adv, expected, atol=1e-4)
+
+
+# ---- padding ----------------------------------------------------------------------------------------
+
+_PAD_MASK = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1], [1, 1, 0, 0]])
+
+
+def _every_masked_output(x: torch.Tensor, values: torch.Tensor, kl: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The outputs of every masked reduction and advantage estimator on token inputs ``[4, 4]``."""
+    mask, scores = _PAD_MASK, torch.tensor([1.0, -0.5, 0.25, 2.0], dtype=torch.float64)
+    loss_mask = mask.clone()
+    loss_mask[3] = 0  # a truncated reply, masked out of the loss
+    out = {
+        "masked_sum": masked_sum(x, mask),
+        "masked_sum_rows": masked_sum(x, mask, dim=1),
+        "masked_mean": masked_mean(x, mask),
+        "masked_mean_rows": masked_mean(x, mask, dim=1),
+        "masked_var": masked_var(x, mask),
+        "masked_whiten": masked_whiten(x, mask),
+        "masked_whiten_scale_only": masked_whiten(x, mask, shift_mean=False),
+        "token_rewards": compute_token_rewards(scores, kl, 0.1, mask),
+        "reinforce_pp": reinforce_pp_advantages(x, mask, gamma=0.9)[0],
+    }
+    out["gae_advantages"], out["gae_returns"] = gae(x, values, mask, gamma=0.99, lam=0.95)
+    for name in ("gae", "reinforce_pp", "grpo", "rloo"):
+        adv, returns = compute_advantages(name, scores, kl, 0.1, True, mask, loss_mask, 2, values)
+        out[f"compute_advantages_{name}"] = adv
+        if returns is not None:
+            out[f"compute_advantages_{name}_returns"] = returns
+    return out
+
+
+@pytest.mark.parametrize("fill", [math.nan, math.inf, -math.inf])
+def test_advantages_and_masked_reductions_ignore_whatever_padding_holds(fill: float) -> None:
+    gen = torch.Generator().manual_seed(10)
+    x, values, kl = (torch.randn(4, 4, generator=gen, dtype=torch.float64) for _ in range(3))
+    keep = _PAD_MASK.to(torch.bool)
+    expected = _every_masked_output(*(torch.where(keep, t, 0.0) for t in (x, values, kl)))
+    got = _every_masked_output(*(torch.where(keep, t, fill) for t in (x, values, kl)))
+    assert got.keys() == expected.keys()
+    broken = [name for name in got if not (torch.isfinite(got[name]).all() and torch.equal(got[name], expected[name]))]
+    assert not broken, f"padding leaks into {broken}"

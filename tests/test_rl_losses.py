@@ -13,6 +13,7 @@ from rlhf.rl.losses import (
     aggregate,
     critic_warmup_active,
     entropy_from_logits,
+    kl_loss,
     policy_loss,
     ppo_objective,
     truncated_importance_weights,
@@ -306,6 +307,34 @@ def test_value_loss_clipping() -> None:
         value_loss(values, old, returns, mask, clip=0.0)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_value_clip_fraction_counts_only_an_active_clip(dtype: torch.dtype) -> None:
+    # V - V_old = -0.6 lies inside the clip of 1, so V_clip is V; in float64 V_old + (V - V_old) rounds to
+    # -0.9000000000000001, whose error is a hair larger than V's: a rounding tie, not a clip.
+    values = torch.tensor([[-0.9, 2.0, 0.5]], dtype=dtype, requires_grad=True)
+    old = torch.tensor([[-0.3, 0.5, 0.0]], dtype=dtype)
+    returns = torch.tensor([[-0.8, 0.0, 3.0]], dtype=dtype)
+    loss, stats = value_loss(values, old, returns, torch.ones(1, 3), clip=1.0)
+    # Token 1: V_clip = 1.5 is nearer R = 0 than V = 2 (the max takes V, gradient flows): not clipped.
+    # Token 2: V_clip = 0.5 is V (|V - V_old| = 0.5 < 1): not clipped.
+    assert stats.clip_fraction.item() == 0.0
+    loss.backward()
+    assert values.grad is not None
+    # d/dV of 0.5 * (V - R)^2 / 3 on every token: no token's gradient is cut by the clip.
+    assert values.grad[0].tolist() == pytest.approx([-0.1 / 3, 2.0 / 3, -2.5 / 3], rel=1e-6)
+
+    # Every V, V_old, R on a grid of tenths in [-2, 2], clip 1: a token is clipped exactly when
+    # |V - V_old| > 1 and V_clip is farther from R than V, decided here in integer tenths.
+    tenths = torch.arange(-20, 21)
+    i, j, k = torch.meshgrid(tenths, tenths, tenths, indexing="ij")  # V, V_old, R in tenths
+    i_clip = j + (i - j).clamp(-10, 10)
+    truth = ((i - j).abs() > 10) & ((i_clip - k).abs() > (i - k).abs())
+    v, v_old, r = (x.reshape(41 * 41, 41).to(dtype) / 10 for x in (i, j, k))
+    truth = truth.reshape(41 * 41, 41)
+    assert value_loss(v, v_old, r, truth, clip=1.0)[1].clip_fraction.item() == 1.0
+    assert value_loss(v, v_old, r, ~truth, clip=1.0)[1].clip_fraction.item() == 0.0
+
+
 # ---- entropy ----------------------------------------------------------------------------------------
 
 
@@ -343,6 +372,90 @@ def test_entropy_chunking_and_gradient_match_direct_formula() -> None:
     (-(p * torch.log_softmax(direct_in, dim=-1)).sum(-1) * mask).sum().backward()
     assert chunked_in.grad is not None and direct_in.grad is not None
     assert torch.allclose(chunked_in.grad, direct_in.grad, rtol=1e-10, atol=1e-14)
+
+
+def test_entropy_of_large_logits_matches_a_float64_reference() -> None:
+    # fp32 logits near 1e4, logits spread over +-1e4, and a row with banned (-inf) tokens near 1e4.
+    gen = torch.Generator().manual_seed(8)
+    logits = torch.cat(
+        [
+            1e4 + 3.0 * torch.randn(1, 4, 64, generator=gen),
+            3e3 * torch.randn(1, 4, 64, generator=gen),
+            torch.where(torch.arange(64) % 2 == 0, 1e4 + torch.randn(1, 4, 64, generator=gen), -math.inf),
+        ]
+    )
+    mask = torch.ones(3, 4)
+    mask[1, 3] = 0
+    z = logits.clone().requires_grad_(True)
+    entropy = entropy_from_logits(z, mask)
+    entropy.sum().backward()
+
+    # The same fp32 values in float64: H = -sum p log p and dH/dz_v = -p_v (log p_v + H), 0 where p_v = 0.
+    z64 = logits.to(torch.float64)
+    p = torch.softmax(z64, dim=-1)
+    log_p = torch.where(torch.isneginf(z64), torch.zeros_like(z64), torch.log_softmax(z64, dim=-1))
+    reference = -(p * log_p).sum(-1) * mask
+    reference_grad = -p * (log_p + reference.unsqueeze(-1)) * mask.unsqueeze(-1)
+
+    assert entropy.dtype == torch.float32 and torch.isfinite(entropy).all()
+    assert torch.allclose(entropy.to(torch.float64), reference, rtol=1e-5, atol=1e-5)
+    assert reference[0].min() > 0.5  # the rows near 1e4 carry real entropy, not a rounding residue
+    assert z.grad is not None and torch.isfinite(z.grad).all()
+    assert torch.allclose(z.grad.to(torch.float64), reference_grad, rtol=1e-4, atol=1e-6)
+
+
+# ---- padding ----------------------------------------------------------------------------------------
+
+_PAD_MASK = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1], [0, 0, 0, 0]])
+
+
+def _with_padding(x: torch.Tensor, fill: float) -> torch.Tensor:
+    """``x`` with ``fill`` at every position where ``_PAD_MASK`` is 0 (along the vocabulary too for logits)."""
+    keep = _PAD_MASK.to(torch.bool)
+    keep = keep.unsqueeze(-1) if x.dim() == 3 else keep
+    return torch.where(keep, x, torch.tensor(fill, dtype=x.dtype))
+
+
+def _every_loss_output(t: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Every loss, statistic and input gradient of the functions of ``rlhf.rl.losses`` on the inputs ``t``."""
+    mask = _PAD_MASK
+    logits = t["logits"].clone().requires_grad_(True)
+    logp = t["logp"].clone().requires_grad_(True)
+    values = t["values"].clone().requires_grad_(True)
+    out = {mode: aggregate(t["loss_mat"], mask, mode)
+           for mode in ("token_mean", "seq_mean_token_sum", "seq_mean_token_mean")}
+    out["is_weights"] = truncated_importance_weights(t["old_logp"], t["rollout_logp"], mask)
+    out["policy_loss"], pg_stats = policy_loss(logp, t["old_logp"], t["adv"], mask, 0.2, 0.28, 3.0,
+                                               is_weights=out["is_weights"])
+    out["value_loss"], vf_stats = value_loss(values, t["old_values"], t["returns"], mask, clip=0.2)
+    for kind in ("k1", "k2", "k3"):
+        out[f"kl_loss_{kind}"] = kl_loss(logp, t["ref_logp"], mask, kind)
+    out["entropy"] = entropy_from_logits(logits, mask)
+    settings = PolicyLossSettings(dual_clip=3.0, entropy_coef=0.1, kl_in_loss=True)
+    out["objective"], obj_stats = ppo_objective(logp, logits, t["old_logp"], t["adv"], mask, settings, kl_coef=0.1,
+                                                ref_logp=t["ref_logp"], is_weights=out["is_weights"])
+    sum(loss.sum() for loss in out.values() if loss.requires_grad).backward()
+    out.update({f"policy_stats.{k}": v for k, v in vars(pg_stats).items()})
+    out.update({f"value_stats.{k}": v for k, v in vars(vf_stats).items()})
+    out.update({f"objective_stats.{k}": v for k, v in vars(obj_stats).items() if isinstance(v, torch.Tensor)})
+    assert logits.grad is not None and logp.grad is not None and values.grad is not None
+    return {**out, "grad logits": logits.grad, "grad logp": logp.grad, "grad values": values.grad}
+
+
+@pytest.mark.parametrize("fill", [math.nan, math.inf, -math.inf])
+def test_losses_ignore_whatever_padding_holds(fill: float) -> None:
+    gen = torch.Generator().manual_seed(9)
+    clean = {name: torch.randn(4, 4, generator=gen, dtype=torch.float64)
+             for name in ("loss_mat", "adv", "values", "old_values", "returns")}
+    for name in ("logp", "old_logp", "rollout_logp", "ref_logp"):
+        clean[name] = -torch.rand(4, 4, generator=gen, dtype=torch.float64) * 2
+    clean["logits"] = torch.randn(4, 4, 5, generator=gen, dtype=torch.float64)
+    expected = _every_loss_output({name: _with_padding(x, 0.0) for name, x in clean.items()})
+    got = _every_loss_output({name: _with_padding(x, fill) for name, x in clean.items()})
+    assert got.keys() == expected.keys()
+    broken = [name for name in got if not (torch.isfinite(got[name]).all() and torch.equal(got[name], expected[name]))]
+    assert not broken, f"padding leaks into {broken}"
+    assert expected["grad logp"][0, :3].abs().min() > 0  # the valid tokens do carry gradient
 
 
 # ---- the whole policy objective ---------------------------------------------------------------------

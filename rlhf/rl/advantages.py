@@ -1,7 +1,8 @@
 """Advantage estimators: GAE (with a critic) and the critic-free GRPO, RLOO and REINFORCE++.
 
-Every estimator returns token-level advantages ``[B, T]`` that are zero where ``mask`` is 0, and runs
-without gradient (advantages are constants in the policy loss).
+Every estimator returns token-level advantages ``[B, T]`` that are zero where ``mask`` is 0, whatever
+its token inputs hold there (NaN and inf included), and runs without gradient (advantages are constants
+in the policy loss).
 
 * :func:`gae`: Generalized Advantage Estimation, Schulman et al. 2016 (arXiv:1506.02438).
   ``delta_t = r_t + gamma * V_{t+1} - V_t``, ``A_t = delta_t + gamma * lam * A_{t+1}``, ``R_t = A_t + V_t``.
@@ -35,7 +36,7 @@ from __future__ import annotations
 
 import torch
 
-from rlhf.rl.masking import check_token_shapes, compute_token_rewards, masked_whiten
+from rlhf.rl.masking import check_token_shapes, compute_token_rewards, masked_sum, masked_whiten, zero_masked
 from rlhf.rl.types import Advantage
 
 __all__ = [
@@ -72,7 +73,8 @@ def gae(
     _check_discount("gamma", gamma)
     _check_discount("lam", lam)
     fmask = mask.to(values.dtype)
-    rewards = rewards.to(values.dtype)
+    values = zero_masked(values, fmask)
+    rewards = zero_masked(rewards.to(values.dtype), fmask)
     next_value = torch.zeros_like(values[:, 0])
     next_adv = torch.zeros_like(values[:, 0])
     advantages = torch.zeros_like(values)
@@ -237,6 +239,7 @@ def reinforce_pp_advantages(
     check_token_shapes(mask, token_rewards=token_rewards)
     _check_discount("gamma", gamma)
     fmask = mask.to(token_rewards.dtype)
+    token_rewards = zero_masked(token_rewards, fmask)
     returns = torch.zeros_like(token_rewards)
     running = torch.zeros_like(token_rewards[:, 0])
     for t in reversed(range(token_rewards.shape[1])):
@@ -284,7 +287,7 @@ def compute_advantages(
     if advantage == "reinforce_pp":
         adv, _ = reinforce_pp_advantages(compute_token_rewards(scores, kl, beta, mask), mask, gamma)
         return adv, None
-    sequence_scores = scores - beta * (kl * mask).sum(dim=1)
+    sequence_scores = scores - beta * masked_sum(kl, mask, dim=1)
     if advantage == "grpo":
         return grpo_advantages(sequence_scores, mask, group_size=group_size, std_normalise=std_normalise), None
     if advantage == "rloo":

@@ -13,7 +13,7 @@
   Training", https://fengyao.notion.site/off-policy-rl). :func:`policy_loss` multiplies each token's loss by it.
 * :func:`kl_loss`: a KL estimator from :mod:`rlhf.rl.kl` aggregated as a loss (GRPO, Shao et al. 2024).
 * :func:`entropy_from_logits`: per-token entropy, computed in row chunks so no full-size softmax
-  copy of ``[B, T, V]`` is made at once.
+  copy of ``[B, T, V]`` is made at once, each row shifted by its maximum first (stable for large logits).
 * :func:`ppo_objective`: the whole per-micro-batch objective of the policy learner, composed of the above:
   ``policy_loss (x TIS weights) + kl_coef * kl_loss (KL in the loss) - entropy_coef * entropy``.
 
@@ -23,6 +23,10 @@ micro-batches, pass the number of valid tokens of the WHOLE optimiser batch as `
 SUM the shard losses (no further averaging): the summed loss and its gradient then equal those of the
 unsplit batch, however the tokens fall into shards. ``global_seq_count`` does the same for the two
 sequence-level modes.
+
+Padding: every function here ignores what its inputs hold where the mask is 0 (NaN and inf included):
+they are zeroed with :func:`rlhf.rl.masking.zero_masked` before any arithmetic, so neither the loss, the
+statistics nor the gradient of a valid token depends on them, and the gradient there is 0.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ from dataclasses import dataclass
 import torch
 
 from rlhf.rl.kl import kl_estimate
-from rlhf.rl.masking import check_token_shapes, masked_mean, masked_sum
+from rlhf.rl.masking import check_token_shapes, masked_mean, masked_sum, zero_masked
 from rlhf.rl.types import AggregationMode, KLKind
 
 __all__ = [
@@ -169,8 +173,9 @@ def policy_loss(
                        **({"is_weights": is_weights} if is_weights is not None else {}))
     _check_clip(clip_low, clip_high, dual_clip)
     dtype = torch.promote_types(logp.dtype, torch.float32)
-    adv = advantages.detach().to(dtype)
-    log_ratio = (logp.to(dtype) - old_logp.detach().to(dtype)).clamp(-_LOG_RATIO_CLAMP, _LOG_RATIO_CLAMP)
+    adv = zero_masked(advantages.detach().to(dtype), mask)
+    log_ratio = zero_masked(logp.to(dtype), mask) - zero_masked(old_logp.detach().to(dtype), mask)
+    log_ratio = log_ratio.clamp(-_LOG_RATIO_CLAMP, _LOG_RATIO_CLAMP)
     ratio = torch.exp(log_ratio)
     unclipped = -adv * ratio
     clipped = -adv * ratio.clamp(1.0 - clip_low, 1.0 + clip_high)
@@ -181,7 +186,7 @@ def policy_loss(
         dual_active = (adv < 0) & (loss_mat > bound)
         loss_mat = torch.where(dual_active, bound, loss_mat)
     if is_weights is not None:
-        loss_mat = loss_mat * is_weights.detach().to(dtype)
+        loss_mat = loss_mat * zero_masked(is_weights.detach().to(dtype), mask)
     loss = aggregate(loss_mat, mask, aggregation, global_token_count, global_seq_count)
 
     with torch.no_grad():
@@ -211,7 +216,8 @@ def truncated_importance_weights(
     if not cap >= 1.0:
         raise ValueError(f"the importance-weight cap must be >= 1 (Yao et al. 2025 use 2), got {cap}")
     dtype = torch.promote_types(old_logp.dtype, torch.float32)
-    log_ratio = (old_logp.to(dtype) - rollout_logp.to(dtype)).clamp(-_LOG_RATIO_CLAMP, _LOG_RATIO_CLAMP)
+    log_ratio = zero_masked(old_logp.to(dtype), mask) - zero_masked(rollout_logp.to(dtype), mask)
+    log_ratio = log_ratio.clamp(-_LOG_RATIO_CLAMP, _LOG_RATIO_CLAMP)
     return torch.exp(log_ratio).clamp(max=cap) * mask.to(dtype)
 
 
@@ -219,7 +225,9 @@ def truncated_importance_weights(
 class ValueLossStats:
     """Diagnostics of one :func:`value_loss` call, as detached 0-dim tensors.
 
-    ``clip_fraction``: valid tokens where the clipped value error is the larger one (gradient 0);
+    ``clip_fraction``: valid tokens where the clip is active: it moved the value and left it strictly
+    farther from the return than the unclipped one (their gradient is 0). Rounding ties do not count;
+    see :func:`value_loss`.
     ``value_error``: mean unclipped squared error ``(V - R)^2`` over valid tokens.
     """
 
@@ -243,8 +251,13 @@ def value_loss(
 ) -> tuple[torch.Tensor, ValueLossStats]:
     """Critic regression loss ``0.5 * (V - R)^2``, optionally clipped around the rollout-time values.
 
-    With ``clip = c``: ``0.5 * max((V - R)^2, (V_old + clip(V - V_old, -c, c) - R)^2)``: the critic
-    cannot reduce its loss by moving more than ``c`` from ``V_old`` in one rollout batch.
+    With ``clip = c``: ``0.5 * max((V - R)^2, (V_clip - R)^2)``, ``V_clip = V_old + clip(V - V_old, -c, c)``:
+    the critic cannot reduce its loss by moving more than ``c`` from ``V_old`` in one rollout batch. The
+    clipped branch is taken (and counted in ``clip_fraction``) only where the clip moved the value
+    (``|V - V_old| > c``) and ``|V_clip - R|`` exceeds ``|V - R|`` by more than a few roundings of the
+    operands' magnitude. Elsewhere the two errors are equal up to rounding (``V_old + (V - V_old)`` can
+    land an ulp away from ``V``; ``V`` and ``V_clip`` can be equidistant from ``R``), and the unclipped
+    branch is taken, so the gradient flows and the statistic agrees with it.
     Shapes: ``values`` (current critic, with grad), ``old_values`` (critic at rollout time), ``returns``
     (GAE targets), ``mask``: all ``[B, T]``. Returns ``(loss, stats)``.
     Source: OpenAI baselines PPO2 value clipping; Ziegler et al. 2019 (``lm-human-preferences``).
@@ -253,17 +266,25 @@ def value_loss(
     if clip is not None and clip <= 0:
         raise ValueError(f"value clip must be > 0 or None to disable, got {clip}")
     dtype = torch.promote_types(values.dtype, torch.float32)
-    v = values.to(dtype)
-    target = returns.detach().to(dtype)
+    v = zero_masked(values.to(dtype), mask)
+    target = zero_masked(returns.detach().to(dtype), mask)
     err = (v - target).square()
     if clip is None:
         loss_mat = err
         clipped_more = torch.zeros_like(err, dtype=torch.bool)
     else:
-        v_old = old_values.detach().to(dtype)
-        err_clipped = (v_old + (v - v_old).clamp(-clip, clip) - target).square()
-        loss_mat = torch.maximum(err, err_clipped)
-        clipped_more = err_clipped > err
+        v_old = zero_masked(old_values.detach().to(dtype), mask)
+        v_clipped = v_old + (v - v_old).clamp(-clip, clip)
+        err_clipped = (v_clipped - target).square()
+        with torch.no_grad():
+            # Each distance is a few roundings away from its exact value, each within one ulp of the
+            # largest operand: a margin of 16 such ulps separates a real clip from a rounding tie.
+            scale = torch.maximum(torch.maximum(v.abs(), v_old.abs()), target.abs()).clamp(min=clip)
+            margin = 16 * torch.finfo(dtype).eps * scale
+            moved = (v - v_old).abs() > clip
+            farther = (v_clipped - target).abs() > (v - target).abs() + margin
+            clipped_more = moved & farther
+        loss_mat = torch.where(clipped_more, err_clipped, err)
     loss = 0.5 * aggregate(loss_mat, mask, aggregation, global_token_count, global_seq_count)
     with torch.no_grad():
         fmask = mask.to(dtype)
@@ -290,13 +311,15 @@ def kl_loss(
     optimises.
     """
     check_token_shapes(mask, logp=logp, ref_logp=ref_logp)
-    kl = kl_estimate(logp, ref_logp.detach(), kind)
+    kl = kl_estimate(zero_masked(logp, mask), zero_masked(ref_logp.detach(), mask), kind)
     return aggregate(kl, mask, aggregation, global_token_count, global_seq_count)
 
 
 def entropy_from_logits(logits: torch.Tensor, mask: torch.Tensor, chunk_size: int = 512) -> torch.Tensor:
     """Per-token entropy ``H = logsumexp(z) - sum_v softmax(z)_v * z_v`` of the policy's distribution.
 
+    Each row is shifted by its maximum first (``H`` does not change), so large logits lose no precision to
+    cancellation between the two terms. Logits of ``-inf`` (banned tokens) add 0.
     Only valid positions are computed, ``chunk_size`` rows at a time in at least fp32, so the extra memory is
     about ``chunk_size * V`` floats per chunk rather than a full softmax copy of the logits (with grad,
     autograd keeps each chunk's softmax for the backward pass).
@@ -315,6 +338,10 @@ def entropy_from_logits(logits: torch.Tensor, mask: torch.Tensor, chunk_size: in
     pieces = []
     for start in range(0, rows.numel(), chunk_size):
         z = flat.index_select(0, rows[start : start + chunk_size]).to(dtype)
+        # H is the same for z and z - max(z). Without the shift, logsumexp(z) and sum p z are both about
+        # max(z) and their difference cancels: at logits near 1e4, fp32 keeps no correct digit of H.
+        row_max = z.detach().amax(dim=-1, keepdim=True)
+        z = z - torch.where(torch.isfinite(row_max), row_max, torch.zeros_like(row_max))
         lse = torch.logsumexp(z, dim=-1)
         probs = torch.exp(z - lse.unsqueeze(-1))
         # Logits of -inf (banned tokens) have probability 0; keep 0 * -inf from turning into NaN.

@@ -6,7 +6,10 @@ Conventions shared by every module of :mod:`rlhf.rl`:
 * ``mask`` is ``[B, T]`` (bool, int or float), 1 on valid response tokens (EOS included), 0 on padding
   and on everything after EOS;
 * functions return zeros at masked positions unless a docstring says otherwise, so a masked position
-  never carries a stale value into a later sum.
+  never carries a stale value into a later sum;
+* whatever an input holds at a masked position (NaN and inf included) changes no output and no gradient:
+  inputs are passed through :func:`zero_masked` (``torch.where``) before any arithmetic, never multiplied
+  by the mask, since ``NaN * 0`` is NaN.
 
 Whitening (``masked_whiten``) uses the mean and the Bessel-corrected variance of the valid entries of the
 WHOLE tensor it is given, as in the OpenAI ``lm-human-preferences`` code and TRL's ``whiten``: pass it the
@@ -38,6 +41,7 @@ __all__ = [
     "masked_whiten",
     "normalise_rewards",
     "place_reward_on_last_token",
+    "zero_masked",
 ]
 
 
@@ -60,13 +64,23 @@ def _check_scores(scores: torch.Tensor, mask: torch.Tensor, name: str = "scores"
         )
 
 
+def zero_masked(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``values`` with every position where ``mask`` is 0 set to exactly 0, whatever it held (NaN, inf).
+
+    Use it on inputs before any arithmetic: ``values * mask`` keeps NaN and turns inf into NaN. The
+    gradient at a masked position is 0. Shapes: ``values`` and ``mask`` broadcastable (usually both
+    ``[B, T]``); ``mask`` may be bool, int or float.
+    """
+    return torch.where(mask != 0, values, torch.zeros((), dtype=values.dtype, device=values.device))
+
+
 def masked_sum(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     """Sum of ``values`` where ``mask`` is 1.
 
     Shapes: ``values`` and ``mask`` broadcastable (usually both ``[B, T]``); returns a scalar when
     ``dim`` is None, else the sum over ``dim``.
     """
-    weighted = values * mask.to(values.dtype)
+    weighted = zero_masked(values, mask) * mask.to(values.dtype)
     return weighted.sum() if dim is None else weighted.sum(dim=dim)
 
 
@@ -87,6 +101,7 @@ def masked_var(values: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) 
     entries are valid and ``unbiased`` is set, since the corrected variance is then undefined.
     """
     fmask = mask.to(values.dtype)
+    values = zero_masked(values, fmask)
     count = fmask.sum()
     if unbiased and count.item() < 2:
         raise ValueError(
@@ -110,6 +125,7 @@ def masked_whiten(values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = T
     """
     check_token_shapes(mask, values=values)
     fmask = mask.to(values.dtype)
+    values = zero_masked(values, fmask)
     mean = masked_mean(values, fmask)
     var = masked_var(values, fmask, unbiased=True)
     whitened = (values - mean) * torch.rsqrt(var + eps)
@@ -160,8 +176,7 @@ def compute_token_rewards(scores: torch.Tensor, kl: torch.Tensor, kl_coef: float
     _check_scores(scores, mask)
     if kl_coef < 0:
         raise ValueError(f"kl_coef must be >= 0, got {kl_coef}; a negative coefficient rewards drifting away")
-    fmask = mask.to(kl.dtype)
-    return -kl_coef * kl * fmask + place_reward_on_last_token(scores.to(kl.dtype), mask)
+    return -kl_coef * zero_masked(kl, mask) + place_reward_on_last_token(scores.to(kl.dtype), mask)
 
 
 def normalise_rewards(raw: torch.Tensor, mean: float | None, std: float | None, clip: float | None) -> torch.Tensor:
