@@ -34,28 +34,32 @@ STEPS, SAVE = 5, 2
 ARGS = ["reward.function=rlhf.world.demo:gold_rubric", "algorithm.advantage=gae", "rollout.n=1",
         "algorithm.kl.placement=reward", "algorithm.kl.adaptive=true", "algorithm.kl.coef=0.1",
         "algorithm.kl.target=0.01", "algorithm.kl.horizon=40", "rollout.prompts_per_step=8",
-        "rollout.max_new_tokens=8", "learner.micro_batch_size=4", "algorithm.mini_batch_size=4",
+        "rollout.max_new_tokens=16", "learner.micro_batch_size=4", "algorithm.mini_batch_size=4",
         "learner.lr=1e-3", "critic.lr=1e-3", "eval.prompts=0", "data.demo_prompts=12", f"train.steps={STEPS}",
         f"train.save_steps={SAVE}", "train.progress=false", "resources.object_store_mb=200"]
 COMPARED = ("rollout/score_mean", "rollout/response_length", "rollout/advantage_std", "objective/kl",
             "objective/kl_coef", "train/policy_loss", "train/grad_norm", "train/lr", "train/critic_value_loss")
 
 
-def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
+def test_kill_9_then_resume_equals_an_uninterrupted_run(sft_policy, tmp_path):
+    args = [f"model.name_or_path={sft_policy}", *ARGS]  # a policy whose replies earn rewards: it learns each step
     straight_root, killed_root = tmp_path / "straight", tmp_path / "killed"
-    run_stage(stage_command("ppo", straight_root, ARGS), timeout=600)
+    run_stage(stage_command("ppo", straight_root, args), timeout=600)
     straight_dir = next(straight_root.glob("ppo/*/manifest.json")).parent
     reference = metric_rows(straight_dir / "metrics.jsonl", "rollout/score_mean")
     assert sorted(reference) == list(range(1, STEPS + 1))
+    after = [reference[step] for step in range(SAVE + 1, STEPS + 1)]
+    assert all(row["rollout/score_std"] > 0 and row["train/grad_norm"] > 0 for row in after), "nothing to learn"
+    assert all(row["objective/kl"] != 0 for row in after), "the KL coef must matter to the advantages"
     assert len({row["objective/kl_coef"] for row in reference.values()}) == STEPS, "the KL coef must move each step"
 
     run_dir = killed_root / "ppo" / straight_dir.name  # same config and inputs: same content-addressed folder
-    kill_9_when(stage_command("ppo", killed_root, ARGS), tmp_path / "killed.log",
+    kill_9_when(stage_command("ppo", killed_root, args), tmp_path / "killed.log",
                 lambda: (run_dir / "checkpoints" / f"step-{SAVE:06d}" / "COMPLETE").is_file(), timeout=400)
     killed = metric_rows(run_dir / "metrics.jsonl", "rollout/score_mean")
     assert max(killed) < STEPS and not (run_dir / "manifest.json").exists(), "the kill landed before the end"
 
-    resumed = run_stage(stage_command("ppo", killed_root, ARGS), timeout=600)
+    resumed = run_stage(stage_command("ppo", killed_root, args), timeout=600)
     found = re.search(r"ppo: resumed from step-\d+ \(step (\d+)\)", resumed.stdout)
     assert found, resumed.stdout[-3000:]
     assert int(found.group(1)) == SAVE
@@ -64,6 +68,9 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert sorted(logged) == list(range(1, STEPS + 1))  # rows after the checkpoint: once
     for step in range(1, SAVE + 1):  # kept from the killed run
         assert logged[step]["time"] == killed[step]["time"]
-    assert_same_rows(logged, reference, list(range(1, STEPS + 1)), COMPARED, tol=1e-6)
+    # Not bit for bit on CPU: from the first step after the resume, sums differ in the last bits (about 1e-7
+    # relative by step 5), so a tolerance two orders of magnitude above that and far below what a missing
+    # piece of state moves (the KL coefficient left unrestored: 8 %).
+    assert_same_rows(logged, reference, list(range(1, STEPS + 1)), COMPARED, tol=1e-5)
     difference = max_weight_difference(model_weights(run_dir / "model"), model_weights(straight_dir / "model"))
     assert difference <= 1e-6, f"final policy weights differ by {difference}"

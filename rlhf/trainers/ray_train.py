@@ -211,6 +211,23 @@ def train_in_worker(trainer, resume: str | None, model_dir: Path, tokenizer, mer
     ray.train.report(final)
 
 
+def no_final_checkpoint():
+    """A ``TrainerCallback`` that skips the checkpoint of the last step (the final weights are saved anyway).
+
+    A run killed after a checkpoint at ``max_steps`` would resume from it, and the HF Trainer, which only
+    checks for the end after a step, would train one step more than asked.
+    """
+    from transformers import TrainerCallback
+
+    class NoFinalCheckpoint(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.max_steps > 0 and state.global_step >= state.max_steps:
+                control.should_save = False
+            return control
+
+    return NoFinalCheckpoint()
+
+
 def _step_of(checkpoint: str | None) -> int:
     return int(checkpoint.rsplit("-", 1)[-1]) if checkpoint else 0
 
@@ -261,7 +278,7 @@ def trl_worker(payload: dict[str, Any]) -> None:
         train_dataset=load_from_disk(payload["train_data"]),
         eval_dataset=load_from_disk(payload["eval_data"]) if payload["eval_data"] else None,
         peft_config=_lora_config(lora, task_type) if lora else None,
-        callbacks=[JsonlMetricsCallback(payload["metrics"], prefix="train/")], **reward,
+        callbacks=[JsonlMetricsCallback(payload["metrics"], prefix="train/"), no_final_checkpoint()], **reward,
     )
     train_in_worker(trainer, payload["resume"], Path(payload["model_dir"]), tokenizer, merge_lora=lora is not None,
                     result_file=payload["result_file"])
