@@ -1,4 +1,10 @@
-"""Shared fixtures: an isolated model cache and run root per test session."""
+"""Shared fixtures: an isolated model cache and run root per test session, and the shared data files.
+
+Data files that are not committed (the HH-RLHF sample) live in a data folder outside the checkout:
+``$RLHF_SHARED_DATA`` when set, else ``shared/data`` beside the checkout's root. A test that needs one
+gets it from :func:`shared_data_file` (or a fixture built on it); a missing file fails the test with one
+line naming the file and how to provide it, never a skip.
+"""
 
 from __future__ import annotations
 
@@ -13,11 +19,31 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # Built tiny models are cached by content key; share one cache across the whole test session.
 os.environ.setdefault("RLHF_CACHE", str(REPO / ".cache" / "test-models"))
+SHARED_DATA_ENV = "RLHF_SHARED_DATA"  # the folder of the data files the tests read but the repo does not hold
 
 
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO
+
+
+def shared_data_file(name: str) -> Path:
+    """The path of data file ``name`` in the shared data folder (``$RLHF_SHARED_DATA``, else ``shared/data``
+    beside the checkout); fails the calling test, in one line, when the file is missing."""
+    env = os.environ.get(SHARED_DATA_ENV)
+    path = (Path(env) if env else REPO.parent / "shared" / "data") / name
+    if not path.is_file():
+        where = f"{SHARED_DATA_ENV}={env}" if env else f"{SHARED_DATA_ENV} unset, so shared/data beside the checkout"
+        pytest.fail(f"shared data file {path} is missing ({where}): set {SHARED_DATA_ENV} to the folder that holds "
+                    f"{name}", pytrace=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def hh_harmless_test_file() -> Path:
+    """The HH-RLHF harmless-base test split: 2,312 real preference pairs (Anthropic, MIT license)."""
+    return shared_data_file("hh-rlhf-harmless-base-test.jsonl.gz")
+
 
 # The SFT policy that stage tests start from: trained once per checkout (content-addressed, so a later
 # session with the same config and code finds it complete and skips training).

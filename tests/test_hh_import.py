@@ -11,8 +11,7 @@ import pytest
 from rlhf.data.hh import load_hh_pairs, parse_transcript, render_prompt
 from rlhf.data.pii import default_scrubber
 from rlhf.data.prompts import DataFormatError
-
-HH_FILE = Path("/work/shared/data/hh-rlhf-harmless-base-test.jsonl.gz")
+from tests.conftest import SHARED_DATA_ENV, shared_data_file
 
 
 def _alternates(messages: list[dict[str, str]]) -> bool:
@@ -21,12 +20,10 @@ def _alternates(messages: list[dict[str, str]]) -> bool:
 
 
 @pytest.fixture(scope="module")
-def real_import():
-    if not HH_FILE.exists():
-        pytest.skip(f"{HH_FILE} is not present on this machine")
-    with gzip.open(HH_FILE, "rt", encoding="utf-8") as handle:
+def real_import(hh_harmless_test_file):
+    with gzip.open(hh_harmless_test_file, "rt", encoding="utf-8") as handle:
         rows = [json.loads(line) for line in handle]
-    pairs, report = load_hh_pairs(HH_FILE)
+    pairs, report = load_hh_pairs(hh_harmless_test_file)
     return rows, pairs, report
 
 
@@ -158,3 +155,17 @@ def test_path_errors(tmp_path: Path) -> None:
     (tmp_path / "x.csv").write_text("chosen,rejected\n")
     with pytest.raises(DataFormatError, match=r"expected a \.jsonl or \.jsonl\.gz"):
         load_hh_pairs(tmp_path / "x.csv")
+
+
+def test_a_missing_shared_data_file_fails_in_one_line_naming_it(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv(SHARED_DATA_ENV, str(tmp_path))
+    (tmp_path / "present.jsonl").write_text("{}\n")
+    assert shared_data_file("present.jsonl") == tmp_path / "present.jsonl"
+    with pytest.raises(pytest.fail.Exception) as failure:
+        shared_data_file("absent.jsonl.gz")
+    message = str(failure.value)
+    assert message.startswith(f"shared data file {tmp_path / 'absent.jsonl.gz'} is missing ({SHARED_DATA_ENV}=")
+    assert f"set {SHARED_DATA_ENV} to the folder that holds absent.jsonl.gz" in message and "\n" not in message
+    monkeypatch.delenv(SHARED_DATA_ENV)
+    with pytest.raises(pytest.fail.Exception, match="unset, so shared/data beside the checkout"):
+        shared_data_file("absent.jsonl.gz")

@@ -14,8 +14,6 @@ from rlhf.stages import load_config
 from rlhf.stages.prepare import run_prepare
 from tests.test_pii import PLANTED
 
-HH = Path(__file__).resolve().parents[2] / "shared" / "data" / "hh-rlhf-harmless-base-test.jsonl.gz"
-
 
 def _config(tmp_path, **source):
     return load_config(None, [f"run.root={tmp_path / 'runs'}", *[f"source.{k}={v}" for k, v in source.items()]],
@@ -70,8 +68,8 @@ def test_rerun_is_skipped_and_outputs_unchanged(tmp_path, capsys):
     assert "up to date, skipping" in capsys.readouterr().out
 
 
-def test_hh_import_on_shared_data(tmp_path):
-    out = run_prepare(_config(tmp_path, kind="hh", path=HH))
+def test_hh_import_on_shared_data(tmp_path, hh_harmless_test_file):
+    out = run_prepare(_config(tmp_path, kind="hh", path=hh_harmless_test_file))
     train = _read(out / "pairs" / "train.jsonl")
     evals = _read(out / "pairs" / "eval.jsonl")
     assert len(train) + len(evals) == 2303
