@@ -1,7 +1,9 @@
-"""PII scrubbing: a planted corpus must be fully scrubbed and benign support text must survive untouched."""
+"""PII scrubbing: no identifying fragment of a planted value survives (tests/pii_corpus.py), the ordinary text
+around it does, and benign support text survives untouched."""
 
 from __future__ import annotations
 
+import json
 import sys
 import textwrap
 
@@ -16,57 +18,12 @@ from rlhf.data.pii import (
     luhn_is_valid,
     scrub_many,
 )
+from rlhf.stages import load_config
+from rlhf.stages.prepare import run_prepare
+from tests.pii_corpus import CORPUS, KINDS, Planted, leaks, lost
 
-# (kind, planted value, sentence with {} where the value goes)
-PLANTED: list[tuple[str, str, str]] = [
-    ("EMAIL", "jane.doe@example.com", "Please reply to {} as soon as you can."),
-    ("EMAIL", "JOHN.SMITH+orders@Example.CO.UK", "My login is {}, I forgot the password."),
-    ("EMAIL", "support-team@mail.shop-example.io", "I already wrote to {} twice."),
-    ("EMAIL", "a_b.c@sub.domain.org", "Send the invoice to <{}>."),
-    ("EMAIL", "x99@test.de", "({}) is my backup address"),
-    ("PHONE", "+44 20 7946 0958", "Call me on {} after six."),
-    ("PHONE", "(555) 123-4567", "My number is {} if you need it."),
-    ("PHONE", "555.123.4567", "Reach me at {}."),
-    ("PHONE", "+1-555-123-4567", "The courier can ring {} on arrival."),
-    ("PHONE", "06 12 34 56 78", "Mon portable: {} merci."),
-    ("PHONE", "+33 6 12 34 56 78", "French mobile {} works too."),
-    ("PHONE", "+49 30 1234567", "Office line {}, ask for Klaus."),
-    ("PHONE", "020 7946 0958", "Landline {} is best."),
-    ("PHONE", "+91 98765 43210", "WhatsApp me at {}."),
-    ("PHONE", "1-800-555-0199", "I called {} and nobody answered."),
-    ("PHONE", "+44 (0)20 7946 0958", "Our desk: {}."),
-    ("PHONE", "5551234567", "please call me 5551234567 tomorrow"),
-    ("CARD", "4111 1111 1111 1111", "I paid with {} and it was charged twice."),
-    ("CARD", "5555-5555-5555-4444", "Card {} expires 04/27."),
-    ("CARD", "3782 822463 10005", "My Amex {} was declined."),
-    ("CARD", "6011111111111117", "Discover card {}, please refund."),
-    ("CARD", "4012 8888 8888 1881", "Use {} for the replacement order."),
-    ("CARD", "2223003122003222", "New Mastercard number {}."),
-    ("IBAN", "DE89 3704 0044 0532 0130 00", "Refund to IBAN {} please."),
-    ("IBAN", "GB82WEST12345698765432", "My account {} is at Westminster."),
-    ("IBAN", "FR14 2004 1010 0505 0001 3M02 606", "Virement sur {} svp."),
-    ("IBAN", "NL91ABNA0417164300", "Pay {} by Friday."),
-    ("IBAN", "ES91 2100 0418 4502 0005 1332", "El IBAN es {}."),
-    ("IBAN", "CH93 0076 2011 6238 5295 7", "Swiss account {}."),
-    ("ADDRESS", "742 Evergreen Terrace, Springfield, IL 62704", "Ship it to {} instead."),
-    ("ADDRESS", "55 W. 42nd St, Apt 4B, New York, NY 10036", "I live at {} now."),
-    ("ADDRESS", "221B Baker Street, London NW1 6XE", "Deliver to {} please."),
-    ("ADDRESS", "Flat 3, 12 Oak Road, Manchester M1 2AB", "The parcel went to {} by mistake."),
-    ("ADDRESS", "1600 Pennsylvania Avenue NW, Washington, DC 20500", "Bill to {}."),
-    ("ADDRESS", "4059 Mt Lee Dr., Hollywood, CA 90068", "Old address {} is wrong."),
-    ("ADDRESS", "Hauptstraße 5, 10115 Berlin", "Lieferung an {} bitte."),
-    ("ADDRESS", "PO Box 1234", "Mail it to {}."),
-    ("SSN", "123-45-6789", "My SSN is {} for the tax form."),
-    ("SSN", "078-05-1120", "SSN {} on file."),
-    ("SSN", "219-09-9999", "Use {} please."),
-    ("SSN", "457-55-5462", "It says {} on my card."),
-    ("SSN", "536-22-1234", "Number {}, verified."),
-    ("IP", "192.168.1.10", "My router is at {}."),
-    ("IP", "10.0.0.1", "Gateway {} is down."),
-    ("IP", "203.0.113.77", "Login from {} was not me."),
-    ("IP", "8.8.8.8", "DNS set to {}."),
-    ("IP", "172.16.254.1", "Server {} refuses connections."),
-]
+# (kind, planted value, sentence with {} where the value goes): the corpus in the shape other tests read
+PLANTED: list[tuple[str, str, str]] = [(p.kind, p.value, p.sentence) for p in CORPUS]
 
 BENIGN = [
     "Where is my order #A12345? It was placed on 2026-03-14.",
@@ -89,32 +46,79 @@ BENIGN = [
     "My case ID is 20260314-001, ticket priority 2.",
     "The 4K TV model 55UQ7000 is listed at 499.00 USD.",
     "We're at 10 Downing in the game lobby, not a real place.",
+    "I'll look at example dot com tonight and compare the 3 plans.",
+    "We met at the cafe at 5 and paid 12.50 each, my colleague stayed at home.",
+    "The 2019-2023 report covers 555 stores and 1200 staff.",
+    "The ISBN is 978-3-16-148410-0 and the second edition came out in 2014.",
+    "Le prix est de 12 euros par personne, 3 places restantes.",
+    "I took 2 cours de Français this spring and came 3rd place overall.",
+    "Via Email 3 times now, still no answer about ticket 4471.",
+    "Thanks, the RTX 4090 and the Ryzen 7950X arrived on 2026-03-14.",
+    "Ich habe 3 Pakete am 14.03.2026 bekommen, Preis 49,90 €.",
+    "Room 101-1234 of building 7 and extension 42 are in the staff list.",
 ]
 
 
-def _planted_corpus() -> list[tuple[str, str, str]]:
-    return [
-        (kind, value, template.format(value) if "{}" in template else template) for kind, value, template in PLANTED
-    ]
+def test_corpus_fragments_are_in_the_sentences_and_every_kind_is_covered() -> None:
+    """The check can fail: every fragment and every kept word is found in the unscrubbed sentence."""
+    for kind in KINDS:
+        assert sum(p.kind == kind for p in CORPUS) >= 5, kind
+    for item in CORPUS:
+        assert item.fragments(), item.value
+        assert leaks(item, item.text) == list(item.fragments()), item.value
+        assert item.keep and lost(item, item.text) == [], item.value
+        assert not any(leaks(item, word) for word in item.keep), (item.value, item.keep)  # keep is not PII
 
 
-@pytest.mark.parametrize(("kind", "value", "sentence"), _planted_corpus(), ids=[p[1] for p in PLANTED])
-def test_planted_pii_is_replaced(kind: str, value: str, sentence: str) -> None:
-    result = default_scrubber(sentence)
-    assert value not in result.text, result.text
-    assert f"[{kind}]" in result.text, result.text
-    assert result.counts.get(kind, 0) >= 1
+def test_leak_check_catches_a_partial_leak() -> None:
+    address = next(p for p in CORPUS if p.value.startswith("742 Evergreen"))
+    assert leaks(address, "Ship it to [ADDRESS], Springfield, IL 62704 instead, 2 boxes.") == ["62704"]
+    phone = next(p for p in CORPUS if p.value == "+33 1 42 68 53 00")
+    assert leaks(phone, "Le standard: +33 1 [PHONE] 53.00") == ["5300"]
+    email = next(p for p in CORPUS if p.value == "JOHN.SMITH+orders@Example.CO.UK")
+    assert leaks(email, "My login is [EMAIL]+orders, john") == ["JOHN", "orders"]
 
 
-def test_no_digit_run_of_planted_values_survives_in_bulk() -> None:
-    kinds = {kind for kind, _, _ in PLANTED}
-    for kind in kinds:
-        assert sum(k == kind for k, _, _ in PLANTED) >= 5, kind
-    corpus = " ".join(sentence for _, _, sentence in _planted_corpus())
-    result = default_scrubber(corpus)
-    for kind, value, _ in PLANTED:
-        assert value not in result.text, (kind, value)
-    assert sum(result.counts.values()) == len(PLANTED), result.counts
+@pytest.mark.parametrize("item", CORPUS, ids=[p.value for p in CORPUS])
+def test_no_identifying_fragment_survives_and_ordinary_text_does(item: Planted) -> None:
+    result = default_scrubber(item.text)
+    assert leaks(item, result.text) == [], result.text
+    assert lost(item, result.text) == [], result.text
+    assert f"[{item.kind}]" in result.text, result.text
+    assert result.counts == {item.kind: 1}, result.counts
+
+
+def _leaked_and_lost(texts: list[str]) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
+    """(value -> fragments that survived, value -> ordinary words that were lost) of CORPUS[i] in texts[i]."""
+    assert len(texts) == len(CORPUS)
+    leaked = {p.value: leaks(p, t) for p, t in zip(CORPUS, texts) if leaks(p, t)}
+    dropped = {p.value: lost(p, t) for p, t in zip(CORPUS, texts) if lost(p, t)}
+    return leaked, dropped
+
+
+def test_whole_corpus_in_one_text_leaks_nothing_and_counts_one_span_per_value() -> None:
+    """All sentences in one text (neighbours must not hide or shift a match): each item checked in its part."""
+    result = default_scrubber("\n\n".join(p.text for p in CORPUS))
+    assert _leaked_and_lost(result.text.split("\n\n")) == ({}, {})
+    assert sum(result.counts.values()) == len(CORPUS), result.counts
+
+
+def test_prepare_outputs_hold_no_fragment(tmp_path) -> None:
+    """The prepare stage on the corpus (dedup off, so every sentence is written): no fragment in its outputs."""
+    src = tmp_path / "planted.jsonl"
+    src.write_text("".join(json.dumps({"prompt": p.text, "note": p.text, "case": i}) + "\n"
+                           for i, p in enumerate(CORPUS)), encoding="utf-8")
+    cfg = load_config(None, [f"run.root={tmp_path / 'runs'}", "source.kind=file", f"source.path={src}",
+                             "dedup.enabled=false"], expect_stage="prepare")
+    out = run_prepare(cfg)
+    rows = [json.loads(line) for name in ("train.jsonl", "eval.jsonl")
+            for line in (out / "prompts" / name).read_text(encoding="utf-8").splitlines()]
+    by_case = {row["metadata"]["case"]: row for row in rows}
+    assert sorted(by_case) == list(range(len(CORPUS)))
+    for part in ("prompt", "note"):
+        texts = [by_case[i]["prompt"] if part == "prompt" else by_case[i]["metadata"]["note"]
+                 for i in range(len(CORPUS))]
+        assert _leaked_and_lost(texts) == ({}, {}), part
 
 
 @pytest.mark.parametrize("sentence", BENIGN)

@@ -6,24 +6,38 @@ regular expressions in a fixed order and replaces each hit with a typed placehol
 ======  ==========  ===============================================================================
 order   placeholder what is matched (and validated)
 ======  ==========  ===============================================================================
-1       [EMAIL]     ``local@domain.tld``
-2       [IBAN]      two letters, two check digits, 11-30 letters/digits (with or without spaces);
-                    kept only when the ISO 13616 mod-97 check gives 1
+1       [EMAIL]     ``local@domain.tld`` (also ``local @ domain.tld`` and ``mailto:`` links), then
+                    spelled-out forms: ``jane(at)example(dot)com``, ``jane [at] example.com``, and
+                    ``jane at example dot com`` (bare "at" only with a spelled "dot" before a known
+                    top-level domain, and not after words such as "look"/"me"/"arrived")
+2       [IBAN]      two letters, two check digits, 11-30 letters/digits (with or without spaces, any
+                    case); kept only when the account part has 8+ digits and the ISO 13616 mod-97
+                    check gives 1
 3       [CARD]      13-19 digits, contiguous or in groups split by spaces/dashes; kept only when the
                     number starts with a card-network digit (2-6) and passes the Luhn check, so that
                     order, tracking and barcode numbers survive
 4       [SSN]       US social security numbers ``123-45-6789`` (invalid area/group/serial skipped)
 5       [IP]        IPv4 dotted quads (skipped right after "version"/"v"/"build")
 6       [PHONE]     ``+CC`` international numbers, US ``(555) 123-4567`` / ``555.123.4567`` shapes,
-                    trunk-prefixed national numbers (``020 7946 0958``, ``06 12 34 56 78``), and bare
-                    digit runs right after a word such as "call"/"phone"/"tel"
-7       [ADDRESS]   house number + capitalised street name + street suffix (Street/St/Ave/Road/...),
-                    with optional unit (Apt/Unit/Suite/Flat), city, US state + ZIP or UK postcode;
-                    German-style ``Hauptstraße 5, 10115 Berlin``; ``PO Box 123``
+                    trunk-prefixed national numbers (``020 7946 0958``, ``06 12 34 56 78``, and
+                    ``0612345678`` / ``07700900123`` without gaps), US local numbers ``555-1234``,
+                    and bare digit runs right after a word such as "call"/"phone"/"tel"
+7       [ADDRESS]   ``PO Box 123``; house number + capitalised street name + street suffix
+                    (Street/St/Ave/Road/...), with optional unit (Apt/Unit/Suite/Flat), city, US state +
+                    ZIP or UK postcode; German ``Hauptstraße 5, 10115 Berlin``; French ``12 rue de la
+                    Paix, 75002 Paris``; Spanish/Italian ``Calle Mayor 10, 28013 Madrid``, ``Via Roma 12``;
+                    and ``Springfield, IL 62704`` (city, US state code, ZIP) on its own
 ======  ==========  ===============================================================================
 
-Phone shapes require at least 9 digits in separated groups, so dates (``2026-03-14``, ``14/03/2026``),
-prices, quantities and order numbers (``#A12345``, ``order 123456``) are left alone.
+Phone shapes require at least 9 digits in separated groups (7 for ``555-1234``, whose first digit is 2-9
+and which is never part of a longer dashed code), so dates (``2026-03-14``, ``14/03/2026``), prices,
+quantities and order numbers (``#A12345``, ``order 123456``, ``1234567890``) are left alone; a contiguous
+run is a phone only when it starts with a trunk ``0`` and has 10 or 11 digits.
+
+What a rule-based scrubber does not catch: names, free-form addresses without a house number or street
+type, and lowercase street names (``742 evergreen terrace``). The tests (``tests/pii_corpus.py``) fail
+on any surviving fragment of a planted value (a digit run of a number, a ZIP, the local part of an
+e-mail), not only on the whole value.
 
 ``load_scrubber`` builds a scrubber from specs: ``"default"``, ``"none"`` (only on its own, to turn
 scrubbing off explicitly) or ``"package.module:function"`` for a user callable; several specs chain.
@@ -93,8 +107,26 @@ def iban_is_valid(iban: str) -> bool:
     return int("".join(str(int(ch, 36)) for ch in rearranged)) % 97 == 1
 
 
-_EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
-_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b")
+_EMAIL = re.compile(r"(?<![\w.+-])[A-Za-z0-9._%+-]+ ?@ ?[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}\b")
+# "jane(at)example(dot)com", "jane [at] example [dot] com", "jane at example dot com": a bracketed "at" may
+# come with real dots, a bare " at " only with a spelled-out " dot " before a known top-level domain, and not
+# after words that are followed by "at" in plain English ("look at", "me at", "arrived at")
+_AT_BRACKET = r"\s?[(\[]at[)\]]\s?"
+_DOT_WORD = r"(?:\s?[(\[]dot[)\]]\s?|\s+dot\s+)"
+_TLD = r"(?:com|org|net|edu|gov|io|co|uk|de|fr|es|it|nl|ch|be|eu|info|biz|me|us|ca|au|in|cn|jp|ru|br|pl|se|dk|fi|no)"
+_NOT_LOCAL = (
+    r"(?:i|me|you|us|we|him|her|them|they|it|is|are|was|were|be|been|look|looked|looking|stare|stared|meet|met|"
+    r"arrive|arrived|stay|stayed|live|lived|lives|work|worked|works|shop|shopped|buy|bought|find|found|here|there|"
+    r"online|and|or|but|available|sold|listed|posted)"
+)
+_EMAIL_SPELLED = re.compile(
+    r"(?<![\w.+-])(?:"
+    rf"[A-Za-z0-9._%+-]+{_AT_BRACKET}[A-Za-z0-9-]+(?:(?:{_DOT_WORD}|\.)[A-Za-z0-9-]+)*?(?:{_DOT_WORD}|\.){_TLD}"
+    rf"|(?!{_NOT_LOCAL}\s)[A-Za-z0-9._%+-]+\s+at\s+[A-Za-z0-9-]+(?:{_DOT_WORD}[A-Za-z0-9-]+)*?{_DOT_WORD}{_TLD}"
+    r")\b",
+    re.IGNORECASE,
+)
+_IBAN = re.compile(r"\b[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b", re.IGNORECASE)
 _CARD = re.compile(
     r"(?<![\w-])(?<!\d[ -])(?:\d{4}(?:[ -]\d{4}){2,3}(?:[ -]\d{1,4})?|\d{4}[ -]\d{6}[ -]\d{4,5}|\d{13,19})(?![\w-])"
 )
@@ -108,8 +140,10 @@ _PHONE = re.compile(
     r"|(?:1[ .-])?(?:\(\d{3}\)[ .-]?|\d{3}[ .-])\d{3}[ .-]\d{4}"  # (555) 123-4567, 555.123.4567
     r"|\(0\d{1,4}\)[ .-]?\d{3,4}[ .-]?\d{3,4}"  # (020) 7946 0958
     r"|0\d{1,4}(?:[ .-]\d{2,4}){2,4}"  # 020 7946 0958, 06 12 34 56 78, 030-123-4567
+    r"|0[1-9]\d{8,9}"  # 0612345678, 07700900123: a trunk-prefixed national number written without gaps
     r")(?![\w-])"
 )
+_PHONE_LOCAL = re.compile(r"(?<![\w+.-])(?<!\d[ .-])[2-9]\d{2}-\d{4}(?![\w-])")  # US local number 555-1234
 _PHONE_CONTEXT = re.compile(
     r"(?i)\b(?:phone|tel|telephone|mobile|cell|call|text|whatsapp|fax)\b[^\w\n]{0,4}"  # the phone word
     r"(?:(?:me|us|at|on|is|number|no)\b[^\w\n]{0,3}){0,3}"  # filler: "me at", "number is"
@@ -135,6 +169,29 @@ _ADDRESS_DE = re.compile(
     r"\b[A-ZÄÖÜ][a-zäöüß]+(?:straße|strasse|str\.|weg|gasse|platz|allee|ring|damm)(?: \d{1,4}[a-z]?)"
     r"(?:, \d{5} [A-ZÄÖÜ][a-zäöüß]+)?"
 )
+# any case for words that are street types only in French; lowercase only for those English also uses
+_FR_STREET = r"(?:(?i:rue|allée|allee|impasse|chemin|quai|bd|av\.)|avenue|boulevard|place|route)"
+_PARTICLE = r"(?:(?:de|du|des|la|le|les|l'|l’|d'|d’|del|de la|della|dei|di|delle)\s?)"
+_CAP_WORD = r"[A-ZÀ-Ý][\w'’-]*"
+_POST_CITY = rf"(?:,? \d{{5}} {_CAP_WORD}(?: {_CAP_WORD})?)"  # 75002 Paris, 28013 Madrid
+# French: "12 rue de la Paix, 75002 Paris", "8 bis avenue des Champs-Élysées"
+_ADDRESS_FR = re.compile(
+    rf"\b\d{{1,4}}(?: ?(?:bis|ter))?,? {_FR_STREET} {_PARTICLE}*{_CAP_WORD}(?: {_PARTICLE}*{_CAP_WORD}){{0,3}}"
+    rf"{_POST_CITY}?"
+)
+# Spanish/Italian/Portuguese: "Calle Mayor 10, 28013 Madrid", "Via Roma 12, 00184 Roma"
+_ADDRESS_SOUTH = re.compile(
+    r"\b(?:Calle|C/|Avenida|Avda\.|Plaza|Paseo|Carrer|Rua|Via|Viale|Piazza|Corso|Largo)"
+    r"(?! (?:E-?mail|Phone|Text|SMS|Post|Mail|Chat|Twitter|Facebook|WhatsApp|Slack|Zoom|Teams|UPS|FedEx|DHL|USPS|"
+    r"Amazon|PayPal|Google|Apple)\b)"
+    rf" {_PARTICLE}*{_CAP_WORD}(?: {_PARTICLE}*{_CAP_WORD}){{0,3}},? \d{{1,4}}[A-Za-z]?\b{_POST_CITY}?"
+)
+_US_STATES = (
+    "AL|AK|AZ|AR|CA|CO|CT|DE|DC|FL|GA|HI|ID|IL|IN|IA|KS|KY|LA|ME|MD|MA|MI|MN|MS|MO|MT|NE|NV|NH|NJ|NM|NY|NC|ND|"
+    "OH|OK|OR|PA|RI|SC|SD|TN|TX|UT|VT|VA|WA|WV|WI|WY|PR|GU|VI"
+)
+# "Springfield, IL 62704" on its own (the street may be elsewhere or absent): city, state code, ZIP
+_CITY_STATE_ZIP = re.compile(rf"\b[A-Z][a-z]+(?: [A-Z][a-z]+){{0,2}}, (?:{_US_STATES}) \d{{5}}(?:-\d{{4}})?\b")
 _PO_BOX = re.compile(r"\bP\.? ?O\.? Box \d{1,6}\b", re.IGNORECASE)
 
 
@@ -149,13 +206,20 @@ def _valid_card_prefix(text: str) -> str | None:
 
 
 def _valid_iban_prefix(text: str) -> str | None:
-    """Longest leading run of space-separated groups that passes the IBAN check, or None."""
+    """Longest leading run of space-separated groups that passes the IBAN check, or None.
+
+    The account part must hold at least 8 digits (every country's does), so that words matched
+    case-insensitively ("ab12 this that ...") never pass on the 1-in-97 chance of the check."""
+
+    def ok(candidate: str) -> bool:
+        return sum(ch.isdigit() for ch in candidate[4:]) >= 8 and iban_is_valid(candidate)
+
     if " " not in text:
-        return text if iban_is_valid(text) else None
+        return text if ok(text) else None
     groups = text.split(" ")
     for end in range(len(groups), 1, -1):
         candidate = " ".join(groups[:end])
-        if iban_is_valid(candidate):
+        if ok(candidate):
             return candidate
     return None
 
@@ -179,15 +243,20 @@ class RegexScrubber:
 
         whole: Callable[[re.Match[str]], str | None] = lambda m: m.group(0)
         text = sub(_EMAIL, "EMAIL", text, whole)
+        text = sub(_EMAIL_SPELLED, "EMAIL", text, whole)
         text = sub(_IBAN, "IBAN", text, lambda m: _valid_iban_prefix(m.group(0)))
         text = sub(_CARD, "CARD", text, lambda m: _valid_card_prefix(m.group(0)))
         text = sub(_SSN, "SSN", text, whole)
         text = sub(_IPV4, "IP", text, _accept_ip)
         text = sub(_PHONE, "PHONE", text, _accept_phone)
+        text = sub(_PHONE_LOCAL, "PHONE", text, whole)
         text = _sub_context_phone(text, counts)
         text = sub(_PO_BOX, "ADDRESS", text, whole)
         text = sub(_ADDRESS, "ADDRESS", text, whole)
         text = sub(_ADDRESS_DE, "ADDRESS", text, whole)
+        text = sub(_ADDRESS_FR, "ADDRESS", text, whole)
+        text = sub(_ADDRESS_SOUTH, "ADDRESS", text, whole)
+        text = sub(_CITY_STATE_ZIP, "ADDRESS", text, whole)
         return ScrubResult(text=text, counts=dict(counts))
 
 
