@@ -13,8 +13,8 @@ Identifying fragments, by kind:
   ``7946 0958`` or ``53 00`` of a phone is found in whatever spacing it kept. A country code or a 3-digit
   group alone is not a fragment.
 * EMAIL: the local part, each of its pieces of 3+ characters (``john``, ``smith`` of ``john.smith+orders``)
-  and each domain label of 4+ characters except the generic ones (``mail``, ``example`` is *not* generic:
-  it is the planted domain); case-insensitive, so ``JANE`` left over from ``JANE@EXAMPLE.COM`` counts.
+  and each domain label of 4+ characters, except generic words (``mail``, ``team``, ``support``; ``example``
+  is *not* generic: it is the planted domain); case-insensitive, so ``JANE`` left over from ``JANE@EXAMPLE.COM`` counts.
 * ADDRESS: given per item: the house number with the street, the street name, and the ZIP/postcode. The city
   alone is not a fragment (it does not single out a person, and ordinary text names cities).
 
@@ -28,11 +28,11 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["CORPUS", "KINDS", "Planted", "leaks", "lost"]
+__all__ = ["CORPUS", "KINDS", "REPLIES", "Planted", "leaks", "lost"]
 
 KINDS = ("EMAIL", "PHONE", "CARD", "IBAN", "SSN", "IP", "ADDRESS")
 _NUMERIC = {"PHONE", "CARD", "IBAN", "SSN", "IP"}
-_GENERIC_LABELS = {"mail", "email", "post", "info", "team"}
+_GENERIC = {"mail", "email", "post", "info", "team", "support", "contact", "admin", "sales"}  # not identifying
 # digits joined by at most two separator characters: the spacing a leaked number may keep
 _NUMBER_RUN = re.compile(r"\d(?:[ .\-/()]{0,2}\d)*")
 _EMAIL_PARTS = re.compile(r"^(?P<local>.+?)\s*(?:@|\(at\)|\[at\]|\sat\s)\s*(?P<domain>.+)$", re.IGNORECASE)
@@ -64,8 +64,8 @@ class Planted:
                 raise ValueError(f"planted e-mail {self.value!r} has no local part and domain")
             local = match["local"]
             labels = _DOT.split(match["domain"])
-            pieces = [p for p in re.split(r"[._+\-]", local) if len(p) >= 3]
-            domain_labels = [lab for lab in labels[:-1] if len(lab) >= 4 and lab.lower() not in _GENERIC_LABELS]
+            pieces = [p for p in re.split(r"[._+\-]", local) if len(p) >= 3 and p.lower() not in _GENERIC]
+            domain_labels = [lab for lab in labels[:-1] if len(lab) >= 4 and lab.lower() not in _GENERIC]
             return tuple(dict.fromkeys([local, *pieces, *domain_labels]))
         if self.kind == "ADDRESS":
             if not self.parts:
@@ -86,6 +86,16 @@ def leaks(item: Planted, scrubbed: str) -> list[str]:
 def lost(item: Planted, scrubbed: str) -> list[str]:
     """The ordinary text of ``item`` that scrubbing removed (empty: nothing over-scrubbed)."""
     return [word for word in item.keep if word not in scrubbed]
+
+
+# A model's replies: three echo the value in a neutral context (no "call", "IBAN", "address" next to it),
+# one echoes the whole sentence. The scrubber must find the value without the sentence's hints.
+REPLIES = (
+    "Noted: {value}. Our team will follow up within 2 business days.",
+    'Thanks! To confirm, you wrote: "{text}"',
+    "Sorry for the trouble. I have updated your record to {value} and closed the ticket.",
+    "Got it ({value}). Is there anything else I can help with today?",
+)
 
 
 def _p(kind: str, value: str, sentence: str, keep: tuple[str, ...] = (), parts: tuple[str, ...] = ()) -> Planted:

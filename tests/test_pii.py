@@ -20,7 +20,7 @@ from rlhf.data.pii import (
 )
 from rlhf.stages import load_config
 from rlhf.stages.prepare import run_prepare
-from tests.pii_corpus import CORPUS, KINDS, Planted, leaks, lost
+from tests.pii_corpus import CORPUS, KINDS, REPLIES, Planted, leaks, lost
 
 # (kind, planted value, sentence with {} where the value goes): the corpus in the shape other tests read
 PLANTED: list[tuple[str, str, str]] = [(p.kind, p.value, p.sentence) for p in CORPUS]
@@ -56,6 +56,8 @@ BENIGN = [
     "Thanks, the RTX 4090 and the Ryzen 7950X arrived on 2026-03-14.",
     "Ich habe 3 Pakete am 14.03.2026 bekommen, Preis 49,90 €.",
     "Room 101-1234 of building 7 and extension 42 are in the staff list.",
+    "Order no. 4471234567 and invoice #5559876543 were both refunded.",
+    "The GPS reading was 122.4194 west and the pump ran 245.5 hours.",
 ]
 
 
@@ -86,6 +88,15 @@ def test_no_identifying_fragment_survives_and_ordinary_text_does(item: Planted) 
     assert lost(item, result.text) == [], result.text
     assert f"[{item.kind}]" in result.text, result.text
     assert result.counts == {item.kind: 1}, result.counts
+
+
+@pytest.mark.parametrize("item", CORPUS, ids=[p.value for p in CORPUS])
+def test_values_in_neutral_replies_leave_no_fragment(item: Planted) -> None:
+    """A model echoes the value with no hint around it ("Noted: 555.1234."): it is still found."""
+    for reply in REPLIES:
+        result = default_scrubber(reply.format(value=item.value, text=item.text))
+        assert leaks(item, result.text) == [], result.text
+        assert sum(result.counts.values()) == 1, (result.text, result.counts)
 
 
 def _leaked_and_lost(texts: list[str]) -> tuple[dict[str, list[str]], dict[str, list[str]]]:

@@ -20,8 +20,10 @@ order   placeholder what is matched (and validated)
 5       [IP]        IPv4 dotted quads (skipped right after "version"/"v"/"build")
 6       [PHONE]     ``+CC`` international numbers, US ``(555) 123-4567`` / ``555.123.4567`` shapes,
                     trunk-prefixed national numbers (``020 7946 0958``, ``06 12 34 56 78``, and
-                    ``0612345678`` / ``07700900123`` without gaps), US local numbers ``555-1234``,
-                    and bare digit runs right after a word such as "call"/"phone"/"tel"
+                    ``0612345678`` / ``07700900123`` without gaps), US local numbers ``555-1234`` /
+                    ``555.1234``, US numbers without gaps ``5551234567`` (area code 2-9;
+                    not after "order"/"invoice"/"tracking"/"ticket"/"#"...), and bare digit runs right
+                    after a word such as "call"/"phone"/"tel"
 7       [ADDRESS]   ``PO Box 123``; house number + capitalised street name + street suffix
                     (Street/St/Ave/Road/...), with optional unit (Apt/Unit/Suite/Flat), city, US state +
                     ZIP or UK postcode; German ``Hauptstraße 5, 10115 Berlin``; French ``12 rue de la
@@ -31,8 +33,9 @@ order   placeholder what is matched (and validated)
 
 Phone shapes require at least 9 digits in separated groups (7 for ``555-1234``, whose first digit is 2-9
 and which is never part of a longer dashed code), so dates (``2026-03-14``, ``14/03/2026``), prices,
-quantities and order numbers (``#A12345``, ``order 123456``, ``1234567890``) are left alone; a contiguous
-run is a phone only when it starts with a trunk ``0`` and has 10 or 11 digits.
+quantities and order numbers (``#A12345``, ``order 123456``, ``Order no. 4471234567``) are left alone; a
+contiguous run is a phone only with a trunk ``0`` and 10-11 digits, or as a 10-digit North American number
+that no reference word precedes.
 
 What a rule-based scrubber does not catch: names, free-form addresses without a house number or street
 type, and lowercase street names (``742 evergreen terrace``). The tests (``tests/pii_corpus.py``) fail
@@ -140,10 +143,18 @@ _PHONE = re.compile(
     r"|(?:1[ .-])?(?:\(\d{3}\)[ .-]?|\d{3}[ .-])\d{3}[ .-]\d{4}"  # (555) 123-4567, 555.123.4567
     r"|\(0\d{1,4}\)[ .-]?\d{3,4}[ .-]?\d{3,4}"  # (020) 7946 0958
     r"|0\d{1,4}(?:[ .-]\d{2,4}){2,4}"  # 020 7946 0958, 06 12 34 56 78, 030-123-4567
+    r"|0\d{2,4}[ .-]\d{5,8}"  # 07700 900123, 0800 1234567
     r"|0[1-9]\d{8,9}"  # 0612345678, 07700900123: a trunk-prefixed national number written without gaps
     r")(?![\w-])"
 )
-_PHONE_LOCAL = re.compile(r"(?<![\w+.-])(?<!\d[ .-])[2-9]\d{2}-\d{4}(?![\w-])")  # US local number 555-1234
+_PHONE_LOCAL = re.compile(r"(?<![\w+.-])(?<!\d[ .-])[2-9]\d{2}[-.]\d{4}(?![\w-]|\.\d)")  # US local 555-1234
+# a North American number written without gaps (the area code starts with 2-9), unless a word
+# before it says it is an order, invoice, tracking, ticket or other reference number
+_PHONE_NANP = re.compile(r"(?<![\w+.-])[2-9]\d{9}(?![\w-]|\.\d)")
+_REFERENCE_BEFORE = re.compile(
+    r"(?i)\b(?:order|invoice|tracking|ref|reference|ticket|case|sku|item|id|account|acct|customer|serial)"
+    r"\.?(?:\s*(?:no|nr|number|num|id)\b\.?)?\s*[:#]?\s*$|#\s*$"
+)
 _PHONE_CONTEXT = re.compile(
     r"(?i)\b(?:phone|tel|telephone|mobile|cell|call|text|whatsapp|fax)\b[^\w\n]{0,4}"  # the phone word
     r"(?:(?:me|us|at|on|is|number|no)\b[^\w\n]{0,3}){0,3}"  # filler: "me at", "number is"
@@ -250,6 +261,7 @@ class RegexScrubber:
         text = sub(_IPV4, "IP", text, _accept_ip)
         text = sub(_PHONE, "PHONE", text, _accept_phone)
         text = sub(_PHONE_LOCAL, "PHONE", text, whole)
+        text = sub(_PHONE_NANP, "PHONE", text, _accept_nanp)
         text = _sub_context_phone(text, counts)
         text = sub(_PO_BOX, "ADDRESS", text, whole)
         text = sub(_ADDRESS, "ADDRESS", text, whole)
@@ -269,6 +281,11 @@ def _accept_phone(match: re.Match[str]) -> str | None:
     span = match.group(0)
     digits = sum(ch.isdigit() for ch in span)
     return span if 9 <= digits <= 15 else None
+
+
+def _accept_nanp(match: re.Match[str]) -> str | None:
+    before = match.string[max(0, match.start() - 24) : match.start()]
+    return None if _REFERENCE_BEFORE.search(before) else match.group(0)
 
 
 def _sub_context_phone(text: str, counts: Counter[str]) -> str:
