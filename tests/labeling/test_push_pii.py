@@ -71,12 +71,12 @@ def test_pushed_corpus_leaves_no_fragment_on_the_server(labeling_service, corpus
                           f"workspace=pii-{uuid.uuid4().hex[:6]}", f"dataset=pii-{uuid.uuid4().hex[:8]}", *service])
     info = json.loads((push / "push.json").read_text(encoding="utf-8"))
     assert info["records"] == len(CORPUS) and info["prompts_skipped"] == {}
-    assert sum(info["pii_replaced"].values()) == len(CORPUS) * (1 + len(REPLIES)), info["pii_replaced"]
 
     stored = _stored(labeling_service, push)
     leaked = {item.value: _leaks_by_field(item, stored[i]) for i, item in enumerate(CORPUS)
               if _leaks_by_field(item, stored[i])}
     assert leaked == {}
+    assert sum(info["pii_replaced"].values()) == len(CORPUS) * (1 + len(REPLIES)), info["pii_replaced"]
     for i, item in enumerate(CORPUS):
         fields = stored[i]
         echo = next(text for name, text in fields.items() if name != "prompt" and text.startswith("Thanks!"))
