@@ -16,9 +16,11 @@ Runs inside the server venv (``argilla_server_plugin/requirements-server.txt``),
 =============================  ==========================================================================
 
 Steps, in order: register the engine (before anything asks the server for it), ``alembic upgrade head``
-(what ``python -m argilla_server database migrate`` does), on SQLite switch to WAL journaling (readers do
+(what ``python -m argilla_server database migrate`` does), the engine's indexes
+(``argilla_sqlsearch.indexes``), on SQLite switch to WAL journaling (readers do
 not wait for the writer) and install the text index (``argilla_sqlsearch.fulltext``), ensure the owner
-and the workspace, then ``uvicorn.run`` on the app. With ``--workers N`` (N > 1) the process then replaces
+and the workspace, then ``tune_process`` (``tuning.py``: the webhook gate, a frozen startup heap) and
+``uvicorn.run`` on the app. With ``--workers N`` (N > 1) the process then replaces
 itself (``exec``, same process id for the supervisor) by ``--serve-only``, which runs uvicorn's process
 manager over N workers that each import ``argilla_app:app``; the preparation's memory is not kept. Secrets
 are read from the environment and never printed.
@@ -54,6 +56,17 @@ def migrate() -> None:
     from argilla_server.database import ALEMBIC_CONFIG_FILE
 
     alembic.config.main(argv=["-c", ALEMBIC_CONFIG_FILE, "upgrade", "head"])
+
+
+def install_indexes() -> None:
+    """The indexes the engine's queries need (``argilla_sqlsearch.indexes``), on SQLite and PostgreSQL."""
+    from argilla_server.database import sync_engine
+    from argilla_sqlsearch import indexes
+
+    with sync_engine.begin() as conn:
+        created = indexes.install(conn)
+    if created:
+        _log(f"created index {', '.join(created)}")
 
 
 def prepare_sqlite() -> None:
@@ -135,6 +148,7 @@ def main() -> int:
     import argilla_sqlsearch.engine  # noqa: F401  (registers the engine in this process)
 
     migrate()
+    install_indexes()
     prepare_sqlite()
     asyncio.run(
         ensure_owner_and_workspace(
@@ -157,7 +171,9 @@ def main() -> int:
 
     import uvicorn
     from argilla_server import app
+    from tuning import tune_process
 
+    tune_process()
     uvicorn.run(app, **serve_options)
     return 0
 

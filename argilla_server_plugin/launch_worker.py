@@ -30,6 +30,9 @@ def main() -> int:
     import argilla_sqlsearch.engine  # noqa: F401  (registers the engine in this process)
     from argilla_server.jobs.queues import DEFAULT_QUEUE, HIGH_QUEUE, REDIS_CONNECTION
     from rq import Worker
+    from tuning import tune_process
+
+    tune_process()
 
     print("[launch_worker] starting rq worker on queues high, default", flush=True)
     Worker([HIGH_QUEUE, DEFAULT_QUEUE], connection=REDIS_CONNECTION).work(with_scheduler=True)

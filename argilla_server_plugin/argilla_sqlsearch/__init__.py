@@ -8,10 +8,13 @@ no-ops and whose reads query the SQL database directly, so nothing can go stale 
 * ``filters``: filter and sort scopes (record, metadata, suggestion, response) turned into SQL;
 * ``dialects``: the few SQL fragments that differ between SQLite and PostgreSQL (JSON access, per-user order);
 * ``fulltext``: text search (an FTS5 table kept in step by triggers on SQLite; ``tsvector`` on PostgreSQL);
-* ``textquery``: the parser of Elasticsearch's ``simple_query_string`` syntax shared by both backends.
+* ``textquery``: the parser of Elasticsearch's ``simple_query_string`` syntax shared by both backends;
+* ``userorder``: the per-user queue order (SQL arithmetic on SQLite, a seeded hash on PostgreSQL);
+* ``indexes``: the index on ``records (dataset_id, status)`` the queue needs, created at server start.
 
 Importing ``argilla_sqlsearch.engine`` registers the engine; the server and worker launchers do it before
-anything else. ``textquery`` imports nothing from Argilla, so it is usable (and tested) outside the server venv.
+anything else. ``textquery`` and ``userorder`` import nothing from Argilla, so they are usable (and tested)
+outside the server venv.
 """
 
 ENGINE_NAME = "sqlsearch"

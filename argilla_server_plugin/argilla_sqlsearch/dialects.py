@@ -8,28 +8,37 @@ like a number matches both the number and the string (Elasticsearch's keyword fi
 
 The per-user order replaces Elasticsearch's ``random_score`` seeded by the user id: each annotator gets a
 different order that stays the same across requests, so two annotators rarely work on the same record at
-the same time and a page reload does not reshuffle the queue. On SQLite it is a registered SQL function
-(a keyed BLAKE2b hash), on PostgreSQL ``md5(user_id || record_id)``.
+the same time and a page reload does not reshuffle the queue. On SQLite it is a keyed integer hash of the
+record's rowid in plain SQL (``userorder``), on PostgreSQL ``hashtextextended(record_id, seed)`` with a
+seed from the user id (``userorder.user_rank_seed``).
 """
 
 from __future__ import annotations
 
-import hashlib
 from typing import Any, Protocol
 from uuid import UUID
 
-from sqlalchemy import Float, String, and_, case, cast, exists, false, func, literal, literal_column, or_, select
+from sqlalchemy import (
+    BigInteger,
+    Float,
+    String,
+    Table,
+    and_,
+    case,
+    cast,
+    exists,
+    false,
+    func,
+    literal,
+    literal_column,
+    or_,
+    select,
+)
 from sqlalchemy.sql.elements import ColumnElement
 
-__all__ = ["PostgresDialect", "SqlDialect", "SqliteDialect", "dialect_for", "term_candidates", "user_rank_sqlite"]
+from argilla_sqlsearch.userorder import user_rank_seed, user_rank_sql
 
-USER_RANK_FUNCTION = "sqlsearch_user_rank"
-
-
-def user_rank_sqlite(user_id: str, record_id: str) -> int:
-    """The per-user rank of a record on SQLite: the first 8 bytes of BLAKE2b(user_id, record_id) as a signed int."""
-    digest = hashlib.blake2b(f"{user_id}:{record_id}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
+__all__ = ["PostgresDialect", "SqlDialect", "SqliteDialect", "dialect_for", "term_candidates"]
 
 
 def term_candidates(values: list[Any]) -> tuple[list[str], list[float]]:
@@ -78,12 +87,12 @@ class SqlDialect(Protocol):
     def numeric_element(self, json_value: ColumnElement[Any]) -> tuple[Any, ColumnElement[Any]]:
         """(FROM item yielding one row per element, the element as a number or NULL) for min/max metrics."""
 
-    def user_rank(self, user_id: UUID, record_id: ColumnElement[Any]) -> ColumnElement[Any]:
-        """The per-user order key of a record."""
+    def user_rank(self, user_id: UUID, records: Table) -> ColumnElement[Any]:
+        """The per-user order key of a row of ``records`` (Argilla's records table)."""
 
 
 class SqliteDialect:
-    """SQLite: ``json_extract``/``json_each`` (JSON1, built in since 3.38) and a registered rank function."""
+    """SQLite: ``json_extract``/``json_each`` (JSON1, built in since 3.38) and the rowid hash of ``userorder``."""
 
     name = "sqlite"
 
@@ -137,8 +146,8 @@ class SqliteDialect:
         el = self._elements(json_value)
         return el, case((el.c.type.in_(("integer", "real")), el.c.value), else_=None)
 
-    def user_rank(self, user_id: UUID, record_id: ColumnElement[Any]) -> ColumnElement[Any]:
-        return getattr(func, USER_RANK_FUNCTION)(str(user_id), record_id)
+    def user_rank(self, user_id: UUID, records: Table) -> ColumnElement[Any]:
+        return literal_column(user_rank_sql(f"{records.name}.rowid", str(user_id)))
 
 
 class PostgresDialect:
@@ -208,8 +217,10 @@ class PostgresDialect:
         el = self._elements(json_value)
         return el, self._number(el)
 
-    def user_rank(self, user_id: UUID, record_id: ColumnElement[Any]) -> ColumnElement[Any]:
-        return func.md5(literal(f"{user_id}:", String) + cast(record_id, String))
+    def user_rank(self, user_id: UUID, records: Table) -> ColumnElement[Any]:
+        # hashtextextended(text, seed): PostgreSQL's seeded 64-bit text hash (11+, what hash partitioning uses)
+        seed = literal(user_rank_seed(str(user_id)), BigInteger)
+        return func.hashtextextended(cast(records.c.id, String), seed)
 
 
 def dialect_for(name: str) -> SqlDialect:

@@ -5,7 +5,13 @@ server process and inside the rq worker process before they touch the search eng
 
 * Write hooks (``create_index``, ``index_records``, ``update_record_response``, ...) do nothing: the data is
   already in SQL when the server calls them, after its commit. Text search has its own index, written by
-  database triggers (see ``fulltext``).
+  database triggers (see ``fulltext``). One exception, on PostgreSQL: ``index_records`` refreshes the
+  planner's statistics of ``records`` (``ANALYZE``) when the records just created are more than a tenth of
+  what the planner believes the table holds. Right after a bulk load into a table that autovacuum has not
+  analyzed yet, the planner expects one pending record and joins the annotator queue's "not answered by
+  me" condition as a nested loop over the user's responses: 95 ms per queue query on 5,000 records, 7.6 ms
+  with statistics (hash anti-join). Autovacuum would fix it a minute or more later; small tables are
+  analyzed in milliseconds (14 ms for 5,000 records), and large ones rarely cross the tenth.
 * ``search`` builds one SQL query: dataset, text, filters; ordered by the requested sort, then relevance
   (text queries), then the user's own stable order (the annotator queue: the server passes ``user_id`` from
   its ``/me`` endpoint although the abstract signature lacks it), then insertion order. It returns the page
@@ -55,24 +61,18 @@ from argilla_server.search_engine.base import (
     TermsMetrics,
     TextQuery,
 )
-from sqlalchemy import event, func, literal, select, true
+from sqlalchemy import func, literal, select, true
+from sqlalchemy import text as sql_text
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from argilla_sqlsearch import ENGINE_NAME, fulltext
-from argilla_sqlsearch.dialects import USER_RANK_FUNCTION, dialect_for, user_rank_sqlite
+from argilla_sqlsearch.dialects import dialect_for
 from argilla_sqlsearch.filters import DatasetShape, filter_condition, order_keys
 
 __all__ = ["SQLSearchEngine"]
 
 DIALECT = async_engine.dialect.name
 SQL = dialect_for(DIALECT)
-
-
-if DIALECT == "sqlite":
-
-    @event.listens_for(async_engine.sync_engine, "connect")
-    def _register_sqlite_functions(dbapi_connection: Any, _record: Any) -> None:
-        dbapi_connection.create_function(USER_RANK_FUNCTION, 2, user_rank_sqlite, deterministic=True)
 
 
 def _text_query(query: TextQuery | str | None) -> TextQuery | None:
@@ -125,6 +125,13 @@ class SQLSearchEngine(SearchEngine):
         return None
 
     async def index_records(self, dataset: Dataset, records: Iterable[Record]) -> None:
+        if DIALECT != "postgresql":
+            return None
+        created = len(list(records))
+        believed = await self.db.scalar(sql_text("SELECT reltuples FROM pg_class WHERE oid = 'records'::regclass"))
+        if believed is None or created > 0.1 * max(float(believed), 0.0):
+            await self.db.execute(sql_text("ANALYZE records"))
+            await self.db.commit()
         return None
 
     async def partial_record_update(self, record: Record, **update: Any) -> None:
@@ -202,7 +209,7 @@ class SQLSearchEngine(SearchEngine):
         if text is not None and text.score is not None:
             order.append(text.score.desc())
         if user_id is not None:
-            order.append(SQL.user_rank(user_id, Record.id))
+            order.append(SQL.user_rank(user_id, Record.__table__))
         order.extend([Record.inserted_at.asc(), Record.id.asc()])
 
         rows = (await self.db.execute(statement.order_by(*order).offset(offset).limit(limit))).all()

@@ -1,11 +1,15 @@
 """Unit tests of the labeling package that need no running service: config, secrets, templates, HTTP retries,
-connection resolution, state files, the server-venv stamp and the ranking helpers."""
+connection resolution, state files, the server-venv stamp, the ranking helpers, and the search engine's
+per-user order on SQLite (plain SQL, run here on the standard library's sqlite3)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
+import sqlite3
 import stat
+import statistics
 import sys
 from pathlib import Path
 
@@ -26,12 +30,16 @@ from rlhf.labeling import (
     resolve_connection,
 )
 from rlhf.labeling.credentials import ENV_NAMES, load_or_create_secrets
+from rlhf.labeling.http import is_loopback
 from rlhf.labeling.server_venv import STAMP, _wanted_stamp, ensure_server_venv, requirements_file
 from rlhf.labeling.state import ServiceLayout, ServiceState, pid_alive, read_state, write_state
 from rlhf.labeling.templates import DatasetTemplate, templates_dir
 from rlhf.stages import load_config
 
 REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO / "argilla_server_plugin"))
+
+from argilla_sqlsearch import userorder
 
 
 # ------------------------------------------------------------------------------------------- config
@@ -246,3 +254,72 @@ def test_server_pins_are_complete():
     assert {"argilla-server", "click", "huggingface-hub", "datasets", "psycopg2-binary", "asyncpg"} <= {
         n.replace("_", "-") for n in names}
     assert "argilla-server==2.8.0" in pins and "click==8.1.8" in pins
+
+
+# ------------------------------------------------------------------------------------------- HTTP encoding
+def test_loopback_urls_ask_for_uncompressed_answers():
+    assert is_loopback("http://127.0.0.1:6900") and is_loopback("http://localhost:6900/")
+    assert is_loopback("http://[::1]:6900") and is_loopback("http://127.0.0.2")
+    assert not is_loopback("https://argilla.example.org") and not is_loopback("http://10.0.0.5:6900")
+    seen: list[str] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.headers.get("accept-encoding", ""))
+        return httpx.Response(200, json={})
+
+    for url in ("http://127.0.0.1:6900", "https://argilla.example.org"):
+        with ArgillaHTTP(url, "key", transport=httpx.MockTransport(handler)) as http:
+            http.get("/api/v1/me")
+    assert seen[0] == "identity" and "gzip" in seen[1]
+
+
+# ------------------------------------------------------------------------------------------- per-user order
+def _orders(n: int, users: list[str], first_rowid: int = 1) -> dict[str, list[int]]:
+    """Each user's order of ``n`` rows (rowids from ``first_rowid``), by the engine's SQLite expression."""
+    db = sqlite3.connect(":memory:")
+    db.execute("CREATE TABLE records (id TEXT)")
+    db.executemany("INSERT INTO records (rowid, id) VALUES (?, ?)",
+                   [(first_rowid + i, f"r{i}") for i in range(n)])
+    orders = {}
+    for user in users:
+        key = userorder.user_rank_sql("records.rowid", user)
+        kinds = {kind for (kind,) in db.execute(f"SELECT DISTINCT typeof({key}) FROM records")}
+        assert kinds == {"integer"}  # no overflow into floating point
+        orders[user] = [rowid for (rowid,) in db.execute(f"SELECT rowid FROM records ORDER BY {key}, rowid")]
+    return orders
+
+
+def _rank_correlation(a: list[int], b: list[int]) -> float:
+    position = {item: i for i, item in enumerate(b)}
+    return statistics.correlation(list(range(len(a))), [position[item] for item in a])
+
+
+def test_user_order_is_stable_and_unrelated_between_users():
+    users = [f"00000000-0000-4000-8000-{i:012d}" for i in range(12)]
+    orders = _orders(5000, users)
+    assert _orders(5000, users[:1])[users[0]] == orders[users[0]]  # the same order every time
+    insertion = list(range(1, 5001))
+    for order in orders.values():
+        assert sorted(order) == insertion
+        assert abs(_rank_correlation(order, insertion)) < 0.1  # not the insertion order
+        steps = {b - a for a, b in itertools.pairwise(order)}
+        assert len(steps) > 1000  # no lattice: an affine hash alone gives 3 distinct steps
+    overlaps, correlations = [], []
+    for first, second in zip(users[::2], users[1::2]):
+        overlaps.append(len(set(orders[first][:50]) & set(orders[second][:50])))
+        correlations.append(abs(_rank_correlation(orders[first], orders[second])))
+    assert statistics.mean(overlaps) <= 3 and max(overlaps) <= 8  # random pages of 50 in 5,000 share 0.5
+    assert max(correlations) < 0.1
+
+
+def test_user_order_stays_integer_for_huge_rowids():
+    order = _orders(100, ["some-user"], first_rowid=2**62)["some-user"]
+    assert sorted(order) == [2**62 + i for i in range(100)]
+
+
+def test_user_order_constants_and_seeds():
+    a, b, c = userorder.user_rank_constants("u")
+    assert 1 <= a < userorder.PRIME and 0 <= b < userorder.PRIME and 1 <= c < 2**20
+    assert userorder.user_rank_constants("u") == (a, b, c) != userorder.user_rank_constants("v")
+    seeds = {userorder.user_rank_seed(f"user-{i}") for i in range(100)}
+    assert len(seeds) == 100 and all(-(2**63) <= seed < 2**63 for seed in seeds)

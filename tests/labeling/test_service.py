@@ -1,10 +1,15 @@
 """``serve start|stop|status``: health, idempotent start, clear one-line failures, clean stop, secrets kept out
-of logs. Uses the session service, plus short-lived services of its own for the failure and restart cases."""
+of logs; webhooks still fire through the server's webhook gate. Uses the session service, plus short-lived
+services of its own for the failure and restart cases."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -94,3 +99,65 @@ def test_stop_then_start_keeps_data_and_logs_hold_no_secret(tmp_path, free_tcp_p
             text = log.read_text(errors="replace")
             assert not any(value in text for value in secret_values), f"a secret leaked into {log}"
     assert os.stat(ServiceLayout(config.home_path()).state).st_size > 0
+
+
+
+def _webhook_receiver(port: int) -> tuple[ThreadingHTTPServer, list[dict]]:
+    """A local HTTP server that collects the JSON bodies POSTed to it (webhook deliveries)."""
+    received: list[dict] = []
+
+    class Receiver(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            received.append(json.loads(self.rfile.read(int(self.headers.get("content-length", "0")))))
+            self.send_response(200)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            return None
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, received
+
+
+def test_webhooks_fire_for_subscribed_events_only(labeling_service, free_tcp_port):
+    """The server builds webhook events only when an enabled webhook wants them (argilla_server_plugin/
+    webhook_gate.py): with one subscribed to record.created and response.created, both arrive with their data;
+    record.completed, not subscribed, does not; once the webhook is deleted, nothing more arrives."""
+    from rlhf.labeling import create_dataset, load_template, log_records, ranking_value, submit_response
+
+    slots = ["response_1", "response_2", "response_3", "response_4"]
+
+    def rows(*names: str) -> list[dict]:
+        return [{"external_id": name, "fields": {"prompt": name, **{slot: f"{slot} {name}" for slot in slots}}}
+                for name in names]
+
+    def types() -> list[str]:
+        return sorted({event["type"] for event in received})
+
+    server, received = _webhook_receiver(free_tcp_port)
+    owner = labeling_service.http()
+    hook = owner.post("/api/v1/webhooks", json={"url": f"http://127.0.0.1:{free_tcp_port}/hook",
+                                                "events": ["record.created", "response.created"]})
+    try:
+        dataset = create_dataset(owner, load_template("ranking-v1"), "webhooks", "hooks", min_submitted=1)
+        ids = log_records(owner, dataset, rows("w0", "w1", "w2"))
+        annotator = labeling_service.new_user("hook", "hooks")
+        submit_response(labeling_service.http(annotator.api_key), ids[0], {"ranking": {"value": ranking_value(slots)}})
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and len(received) < 4:
+            time.sleep(0.5)
+        time.sleep(3)  # a record.completed (not subscribed) would have been delivered by now
+        created = [event["data"] for event in received if event["type"] == "record.created"]
+        answered = [event["data"] for event in received if event["type"] == "response.created"]
+        assert sorted(data["external_id"] for data in created) == ["w0", "w1", "w2"]
+        assert [data["record"]["id"] for data in answered] == [ids[0]]
+        assert answered[0]["values"]["ranking"]["value"] == ranking_value(slots)
+        assert types() == ["record.created", "response.created"]
+    finally:
+        owner.delete(f"/api/v1/webhooks/{hook['id']}")
+    count = len(received)
+    log_records(owner, dataset, rows("w-after"))
+    time.sleep(3)
+    server.shutdown()
+    assert len(received) == count
