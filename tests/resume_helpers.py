@@ -1,7 +1,8 @@
 """Kill -9 and resume mechanics shared by the stage resume tests (PPO, DPO; RM and SFT train the same way).
 
-A stage command runs in a subprocess with its own session, so ``os.killpg`` with SIGKILL takes the driver
-and everything it started (Ray workers included) at once, as a crash would. The same command is then run
+A stage command runs in a subprocess with its own session; SIGKILL goes to that process group and to every
+descendant (Ray's workers run in sessions of their own and would otherwise outlive the driver for a while,
+still training and writing checkpoints), as a crash of the machine would. The same command is then run
 again and must resume; its results are compared with an uninterrupted run of the same config and seed.
 """
 
@@ -57,10 +58,29 @@ def kill_9_when(command: list[str], log: Path, ready: Callable[[], bool], timeou
                     break
                 time.sleep(0.05)
         finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)  # the driver and everything it started
-            proc.wait()
+            _kill_9_tree(proc)
     assert hit, f"the run exited or timed out before the kill point:\n{log.read_text()[-3000:]}"
+
+
+def _kill_9_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the process group and every descendant (Ray's raylet and workers run in sessions of their own),
+    then wait until all of them are gone, so nothing of the killed run writes into its folder afterwards."""
+    import psutil
+
+    try:
+        tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        tree = []
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGKILL)
+    for member in tree:
+        try:
+            member.send_signal(signal.SIGKILL)
+        except psutil.NoSuchProcess:
+            pass
+    proc.wait()
+    _, alive = psutil.wait_procs(tree, timeout=60)
+    assert not alive, f"still running after SIGKILL: {alive}"
 
 
 def metric_rows(path: Path, key: str) -> dict[int, dict]:
@@ -94,10 +114,14 @@ def max_weight_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]
     return max(float((a[k].float() - b[k].float()).abs().max()) for k in a)
 
 
-def assert_same_rows(resumed: dict[int, dict], reference: dict[int, dict], steps: list[int], keys: tuple[str, ...],
-                     tol: float) -> None:
-    """The resumed run logged, at each of ``steps``, the same value of every key as the reference run."""
+def row_mismatches(resumed: dict[int, dict], reference: dict[int, dict], steps: list[int], keys: tuple[str, ...],
+                   tol: float) -> list[str]:
+    """Where the resumed run logged, at one of ``steps``, another value of a key than the reference run
+    (relative tolerance ``tol``, absolute below 1); empty when all agree."""
+    out = []
     for step in steps:
         for key in keys:
             got, want = resumed[step][key], reference[step][key]
-            assert abs(got - want) <= tol * max(1.0, abs(want)), f"step {step} {key}: resumed {got} != {want}"
+            if not abs(got - want) <= tol * max(1.0, abs(want)):
+                out.append(f"step {step} {key}: resumed {got!r} != {want!r}")
+    return out
