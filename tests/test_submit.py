@@ -71,3 +71,17 @@ def test_submit_ppo_stage_to_two_node_cluster(two_node_cluster, tmp_path):
     assert [r["step"] for r in rows if "rollout/score_mean" in r] == [1, 2]
     placement = json.loads((run_dir / "placement.json").read_text())
     assert placement["rollout"] and placement["policy"]
+
+
+@pytest.mark.slow
+def test_submit_fails_when_its_timeout_runs_out_before_the_job_ends(two_node_cluster, tmp_path):
+    from ray.job_submission import JobSubmissionClient
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "rlhf.cli", "submit", "ppo", *PPO_TINY, "train.steps=50", "run.name=cut",
+         "--address", two_node_cluster, "--run-root", str(tmp_path / "runs"), "--timeout", "1"],
+        capture_output=True, text=True, cwd=REPO, timeout=300, check=False)
+    job_id = proc.stdout.split("submit: job ", 1)[1].split()[0]
+    JobSubmissionClient(two_node_cluster).stop_job(job_id)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"--timeout 1 s ran out while job {job_id} is still" in proc.stderr

@@ -130,4 +130,9 @@ def _main(args: argparse.Namespace) -> int:
                                   str(Path(args.working_dir).resolve()), follow=not args.no_follow,
                                   timeout_s=args.timeout)
     print(f"submit: job {job_id} {status}")
-    return 0 if status in ("SUCCEEDED", "PENDING", "RUNNING") else 1
+    if status == "SUCCEEDED" or (args.no_follow and status in ("PENDING", "RUNNING")):
+        return 0
+    if status in ("PENDING", "RUNNING"):
+        print(f"rlhf: error: --timeout {args.timeout:g} s ran out while job {job_id} is still {status}; "
+              f"follow it with `ray job logs --follow {job_id}` or raise --timeout", file=sys.stderr)
+    return 1
