@@ -46,12 +46,20 @@ def test_kill9_leaves_nothing_complete_and_rerun_resumes(tmp_path):
     root = tmp_path / "runs"
     proc = _rlhf("train", "sft", f"run.root={root}", *SMALL)
     checkpoint = _wait_for_checkpoint(root, proc)
+    metrics = checkpoint.parent.parent / "metrics.jsonl"
+    deadline = time.time() + 120  # kill once a step after the checkpoint is logged: the re-run logs it again
+    while time.time() < deadline and proc.poll() is None:
+        logged = [json.loads(line)["step"] for line in metrics.read_text().splitlines() if line.endswith("}")]
+        if logged and max(logged) > int(checkpoint.name.split("-")[1]):
+            break
+        time.sleep(0.1)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     stage_dir = checkpoint.parent.parent
     assert not (stage_dir / "manifest.json").exists()
     assert not (stage_dir / "model").exists()
-    killed_steps = [json.loads(line)["step"] for line in (stage_dir / "metrics.jsonl").read_text().splitlines()]
+    killed_steps = [json.loads(line)["step"] for line in (stage_dir / "metrics.jsonl").read_text().splitlines()
+                    if "train/loss" in line]
 
     rerun = _rlhf("train", "sft", f"run.root={root}", *SMALL)
     out, _ = rerun.communicate(timeout=600)
@@ -61,9 +69,10 @@ def test_kill9_leaves_nothing_complete_and_rerun_resumes(tmp_path):
     assert resumed_from >= int(checkpoint.name.split("-")[1])
     manifest = json.loads((stage_dir / "manifest.json").read_text())
     assert manifest["metrics"]["train/global_step"] == 40
-    steps = [json.loads(line)["step"] for line in (stage_dir / "metrics.jsonl").read_text().splitlines()]
-    after_kill = steps[len(killed_steps):]
-    assert after_kill and min(after_kill) > resumed_from, "the re-run started again from step 0"
+    rows = [json.loads(line) for line in (stage_dir / "metrics.jsonl").read_text().splitlines()]
+    steps = [row["step"] for row in rows if "train/loss" in row]  # the last row is the run's summary
+    assert steps == sorted(set(steps)), f"a step logged twice after the resume: {steps}"
+    assert steps[-1] == 40 and steps[: steps.index(resumed_from) + 1] == [s for s in killed_steps if s <= resumed_from]
 
     # Lineage of the checkpoint names the corpus hash and the config.
     lineage = subprocess.run([sys.executable, "-m", "rlhf.cli", "lineage", str(stage_dir / "model"), "--config"],

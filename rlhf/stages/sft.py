@@ -26,7 +26,7 @@ from rlhf.core.artifacts import StageRun, atomic_write_json, atomic_write_text, 
 from rlhf.core.errors import UserError
 from rlhf.core.runs import open_stage
 from rlhf.eval.heldout import gold_summary, heldout_inputs, heldout_prompts, score_replies, write_samples
-from rlhf.trainers.hf import deepspeed_dict, last_complete_checkpoint, save_model
+from rlhf.trainers.hf import deepspeed_dict, last_complete_checkpoint, no_final_checkpoint, save_model
 
 __all__ = ["SFTConfig", "run_sft"]
 
@@ -149,10 +149,15 @@ def _train(cfg: SFTConfig, run: StageRun, corpus_path: Path, base: str, prompts:
         peft_config = _lora_config(cfg.model.lora, "CAUSAL_LM")
     trainer = SFTTrainer(
         model=model, args=args, train_dataset=_to_dataset(rows), processing_class=tokenizer,
-        peft_config=peft_config, callbacks=[JsonlMetricsCallback(run.path("metrics.jsonl"), prefix="train/")],
+        peft_config=peft_config,
+        callbacks=[JsonlMetricsCallback(run.path("metrics.jsonl"), prefix="train/"), no_final_checkpoint()],
     )
     if resume is not None:
         print(f"sft: resuming from {resume}")
+        from rlhf.roles.checkpoint import truncate_metrics
+
+        # Rows the killed run logged after its checkpoint are logged again by the resumed run.
+        truncate_metrics(run.path("metrics.jsonl"), int(resume.name.rsplit("-", 1)[-1]))
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.path("tensorboard"))
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     trained = trainer.model

@@ -89,3 +89,20 @@ def save_model(model, tokenizer, target: Path) -> Path:
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     return target
+
+
+def no_final_checkpoint():
+    """A ``TrainerCallback`` that skips the checkpoint of the last step (the final weights are saved anyway).
+
+    A run killed after a checkpoint at ``max_steps`` would resume from it, and the HF Trainer, which only
+    checks for the end after a step, would train one step more than asked.
+    """
+    from transformers import TrainerCallback
+
+    class NoFinalCheckpoint(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.max_steps > 0 and state.global_step >= state.max_steps:
+                control.should_save = False
+            return control
+
+    return NoFinalCheckpoint()

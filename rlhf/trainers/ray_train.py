@@ -35,6 +35,7 @@ from pydantic import Field
 
 from rlhf.core.cluster import ClusterSettings, RoleResources, connect_ray, worker_env
 from rlhf.core.errors import UserError
+from rlhf.trainers.hf import no_final_checkpoint
 
 __all__ = [
     "TrainerResources",
@@ -209,23 +210,6 @@ def train_in_worker(trainer, resume: str | None, model_dir: Path, tokenizer, mer
 
         atomic_write_json(result_file, final)
     ray.train.report(final)
-
-
-def no_final_checkpoint():
-    """A ``TrainerCallback`` that skips the checkpoint of the last step (the final weights are saved anyway).
-
-    A run killed after a checkpoint at ``max_steps`` would resume from it, and the HF Trainer, which only
-    checks for the end after a step, would train one step more than asked.
-    """
-    from transformers import TrainerCallback
-
-    class NoFinalCheckpoint(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.max_steps > 0 and state.global_step >= state.max_steps:
-                control.should_save = False
-            return control
-
-    return NoFinalCheckpoint()
 
 
 def _step_of(checkpoint: str | None) -> int:
