@@ -42,6 +42,7 @@ __all__ = [
     "hash_path",
     "lineage",
     "read_manifest",
+    "truncate_metrics",
 ]
 
 MANIFEST = "manifest.json"
@@ -309,3 +310,20 @@ def lineage(path: str | Path) -> list[dict[str, Any]]:
 
     visit(start, 0)
     return chain
+
+
+def truncate_metrics(path: Path, last_step: int) -> int:
+    """Drop rows logged after ``last_step`` (and a torn last line); returns the rows kept."""
+    path = Path(path)
+    if not path.is_file():
+        return 0
+    kept: list[str] = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if int(row.get("step", 0)) <= last_step:
+            kept.append(line)
+    atomic_write_text(path, "".join(f"{line}\n" for line in kept))
+    return len(kept)

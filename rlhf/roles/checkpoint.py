@@ -11,7 +11,6 @@ resume, so the resumed run's rows continue the file with no step logged twice.
 
 from __future__ import annotations
 
-import json
 import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -19,7 +18,7 @@ from typing import Any
 
 import torch
 
-from rlhf.core.artifacts import atomic_write_bytes, atomic_write_text
+from rlhf.core.artifacts import atomic_write_bytes, atomic_write_text, truncate_metrics
 from rlhf.data.stream import DataPosition
 
 __all__ = ["ControllerState", "DataPosition", "checkpoint_folder", "latest_checkpoint", "load_controller_state",
@@ -94,18 +93,3 @@ def prune_checkpoints(run_dir: Path, keep: int) -> None:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def truncate_metrics(path: Path, last_step: int) -> int:
-    """Drop rows logged after ``last_step`` (and a torn last line); returns the rows kept."""
-    path = Path(path)
-    if not path.is_file():
-        return 0
-    kept: list[str] = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        if int(row.get("step", 0)) <= last_step:
-            kept.append(line)
-    atomic_write_text(path, "".join(f"{line}\n" for line in kept))
-    return len(kept)

@@ -154,7 +154,7 @@ def _train(cfg: SFTConfig, run: StageRun, corpus_path: Path, base: str, prompts:
     )
     if resume is not None:
         print(f"sft: resuming from {resume}")
-        from rlhf.roles.checkpoint import truncate_metrics
+        from rlhf.core.artifacts import truncate_metrics
 
         # Rows the killed run logged after its checkpoint are logged again by the resumed run.
         truncate_metrics(run.path("metrics.jsonl"), int(resume.name.rsplit("-", 1)[-1]))

@@ -94,8 +94,8 @@ def run_on_ray(train_fn: Callable[[dict[str, Any]], None], payload: dict[str, An
     from ray.train import RunConfig
     from ray.train.torch import TorchTrainer
 
+    from rlhf.core.artifacts import truncate_metrics
     from rlhf.core.paths import share_torch_extensions
-    from rlhf.roles.checkpoint import truncate_metrics
 
     if payload.get("resume") and payload.get("metrics"):
         truncate_metrics(Path(payload["metrics"]), _step_of(payload["resume"]))
