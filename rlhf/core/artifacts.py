@@ -42,6 +42,7 @@ __all__ = [
     "hash_path",
     "lineage",
     "read_manifest",
+    "sha256_file",
     "truncate_metrics",
 ]
 
@@ -83,7 +84,8 @@ def atomic_write_json(path: str | Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
-def _sha256_file(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file's bytes, read in 1 MiB blocks."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
@@ -109,14 +111,14 @@ def hash_path(path: str | Path) -> str:
         if rel in manifest.get("outputs", {}):
             return manifest["outputs"][rel]
     if path.is_file():
-        return _sha256_file(path)
+        return sha256_file(path)
     digest = hashlib.sha256()
     for child in sorted(p for p in path.rglob("*") if p.is_file()):
         rel_parts = child.relative_to(path).parts
         if any(part.startswith(".") for part in rel_parts):
             continue
         digest.update("/".join(rel_parts).encode())
-        digest.update(_sha256_file(child).encode())
+        digest.update(sha256_file(child).encode())
     return digest.hexdigest()
 
 

@@ -45,7 +45,7 @@ class LoraSettings(StrictModel):
 class ModelConfig(StrictModel):
     """Which model to load and how: a hub id, a local path, or 'tiny' for the built-in tiny model."""
 
-    name_or_path: str = Field(TINY, description="hub id, local path, a stage output folder, or 'tiny'")
+    name_or_path: str = Field(TINY, description="hub id, local path, a stage output folder, a .gguf file, or 'tiny'")
     tiny: TinyModelConfig = Field(default_factory=TinyModelConfig, description="tiny-model shape (only with 'tiny')")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights dtype")
     device: Literal["cpu", "cuda", "auto"] = Field("auto", description="'auto' uses CUDA when present")

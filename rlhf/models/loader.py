@@ -1,7 +1,8 @@
 """One loader for policy, reference, reward and critic models.
 
-A model is named by a hub id, a local path (a stage output folder works: its ``model/`` is used) or
-``tiny`` (built by :mod:`rlhf.models.tiny`). Policy and reference load as causal LMs; reward and critic
+A model is named by a hub id, a local path (a stage output folder works: its ``model/`` is used), a
+``.gguf`` file (dequantized once into the cache by :mod:`rlhf.models.gguf`) or ``tiny`` (built by
+:mod:`rlhf.models.tiny`). Policy and reference load as causal LMs; reward and critic
 as sequence classifiers with one output (a critic is initialised from the reward model it is given).
 LoRA adapters come from PEFT. ``trust_remote_code`` is never enabled.
 """
@@ -41,7 +42,11 @@ def resolve_model_path(name_or_path: str, tiny: TinyModelConfig | None = None) -
         from rlhf.models.tiny import build_tiny_model
 
         return str(build_tiny_model(tiny or TinyModelConfig()))
-    path = Path(name_or_path)
+    path = Path(name_or_path).expanduser()
+    if path.suffix == ".gguf":
+        from rlhf.models.gguf import materialize_gguf
+
+        return str(materialize_gguf(path))
     if path.exists():
         if (path / "model" / "config.json").is_file():
             return str(path / "model")
