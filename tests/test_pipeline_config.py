@@ -63,3 +63,16 @@ def test_online_dpo_gets_the_rounds_reward_model_and_refuses_a_user_set_one(tmp_
     assert cfg.online.enabled and cfg.online.reward_model == "runs/rm/r1-x"
     with pytest.raises(ValueError, match="dpo.online.reward_model is set by the pipeline"):
         PipelineConfig(dpo={"online": {"enabled": True, "reward_model": "mine"}})
+
+
+def test_without_the_sft_stage_the_round_starts_from_the_named_model_as_it_is(tmp_path, capsys):
+    from rlhf.models.tiny import tiny_model_path
+    from rlhf.stages.pipeline import _Clock, _starting_policy
+
+    cfg = load_config(QUICKSTART, [f"run.root={tmp_path}", "sft_stage=false", "sft.model.tiny.hidden_size=64"])
+    name, folder = _starting_policy(cfg, _Clock())
+    assert name == "base"
+    assert folder == tiny_model_path(cfg.stage_config("sft", {}, 1).model.tiny)
+    assert (folder / "config.json").is_file()
+    assert not (tmp_path / "sft").exists(), "the SFT stage ran although sft_stage is false"
+    assert "no SFT stage" in capsys.readouterr().out

@@ -99,6 +99,8 @@ class PipelineConfig(StrictModel):
     wait_for_humans: bool = Field(False, description="wait for people to rank in the UI instead of simulated bots")
     human_poll_s: float = Field(10.0, gt=0, description="seconds between progress checks while waiting for humans")
     keep_service: bool = Field(False, description="leave the Argilla service running when the pipeline ends")
+    sft_stage: bool = Field(True, description="SFT the base model first; false starts from sft.model.name_or_path as it "
+                                              "is (an instruct model) and evaluates against it")
     algorithms: list[Literal["ppo", "dpo"]] = Field(default_factory=lambda: ["ppo", "dpo"],
                                                      description="policy optimisers run each round")
     label: dict[str, Any] = Field(default_factory=dict, description="the labeling service (a 'label' config)")

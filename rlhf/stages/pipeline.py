@@ -1,9 +1,10 @@
 """``rlhf pipeline``: a whole RLHF round, wiring the stages together (it re-implements none of them).
 
-One round: prepare prompts -> SFT the base policy -> generate candidates -> start the local Argilla
+One round: prepare prompts -> SFT the base policy (unless ``sft_stage: false`` starts from an instruct
+model as it is) -> generate candidates -> start the local Argilla
 service -> push a ranking dataset -> simulated annotators rank (or, with ``--wait-for-humans``, people do
 while the pipeline shows progress) -> pull a snapshot -> train the reward model -> PPO and DPO -> evaluate
-against SFT -> the report.
+against SFT (or that model) -> the report.
 
 Rounds compound: round ``r + 1`` generates candidates for new prompts (the next ``generate.prompts.limit``
 of the training prompts) from round ``r``'s best policy, collects new rankings, retrains the reward model on
@@ -104,6 +105,21 @@ def _wait_for_humans(cfg: PipelineConfig, label_cfg, push_dir: Path, url: str | 
             time.sleep(cfg.human_poll_s)
 
 
+def _starting_policy(cfg: PipelineConfig, clock: _Clock) -> tuple[str, Path]:
+    """The baseline's name and folder: the SFT stage's output, or with ``sft_stage: false`` the model that
+    ``sft.model.name_or_path`` names, as it is."""
+    if cfg.sft_stage:
+        from rlhf.stages.sft import run_sft
+
+        clock.step(1, "SFT the base policy")
+        return "sft", run_sft(cfg.stage_config("sft", {}, 1))
+    from rlhf.models.loader import resolve_model_path
+
+    base = cfg.stage_config("sft", {}, 1).model
+    print(f"no SFT stage: every round starts from {base.name_or_path} and is evaluated against it")
+    return "base", Path(resolve_model_path(base.name_or_path, base.tiny))
+
+
 def run_pipeline(cfg: PipelineConfig) -> Path:
     """Run every round; returns the last round's report folder."""
     from rlhf.eval.selection import best_policy
@@ -114,15 +130,13 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
     from rlhf.stages.prepare import run_prepare
     from rlhf.stages.report import run_report
     from rlhf.stages.rm import run_reward_model
-    from rlhf.stages.sft import run_sft
 
     clock = _Clock()
     started_service = False
     clock.step(1, "prepare prompts")
     prepared = run_prepare(cfg.stage_config("prepare", {}, 1))
-    clock.step(1, "SFT the base policy")
-    sft_dir = run_sft(cfg.stage_config("sft", {}, 1))
-    policy_name, policy = "sft", sft_dir
+    baseline, sft_dir = _starting_policy(cfg, clock)
+    policy_name, policy = baseline, sft_dir
     summary: list[dict[str, Any]] = []
     snapshots: list[Path] = []
     eval_dirs: list[Path] = []
@@ -137,7 +151,7 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
             snapshot = _labeling(cfg, r, gen, clock)
             started_service = True
             clock.step(r, "train the reward model" + (f" on the snapshots of rounds 1-{r}" if snapshots else ""))
-            # The reward model starts from the SFT policy unless the rm section names another base.
+            # The reward model starts from the SFT policy (or the base model) unless the rm section names another.
             rm_base = {} if cfg.sets("rm", "model.name_or_path") else {"model.name_or_path": str(sft_dir)}
             rm_dir = run_reward_model(cfg.stage_config("rm", {
                 **rm_base, "data.path": str(snapshot), "data.include": [str(s) for s in snapshots],
@@ -156,11 +170,11 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
                     "model.name_or_path": str(policy), "data.path": str(snapshot), "data.format": "pairs",
                     **online}, r))
             # The policy this round started from competes too, so a round that makes things worse keeps it.
-            contenders = {**trained, **({policy_name: policy} if policy_name != "sft" else {})}
-            clock.step(r, "evaluate against SFT")
+            contenders = {**trained, **({policy_name: policy} if policy_name != baseline else {})}
+            clock.step(r, f"evaluate against {baseline}")
             eval_dir = run_eval(cfg.stage_config("eval", {
                 "checkpoints": [{"name": n, "path": str(p)} for n, p in contenders.items()],
-                "baseline": {"name": "sft", "path": str(sft_dir)},
+                "baseline": {"name": baseline, "path": str(sft_dir)},
                 "prompts.path": str(prepared / "prompts" / "eval.jsonl"),
                 "scoring.reward_models": [{"name": f"rm-r{r}", "path": str(rm_dir)}]}, r))
             clock.step(r, "report")
@@ -184,11 +198,11 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
             stop_service(label_cfg.service)
     elapsed = clock.total()
     atomic_write_json(Path(cfg.run.root) / "pipeline-summary.json", {"rounds": summary, "seconds": elapsed})
-    _print_summary(summary, elapsed)
+    _print_summary(summary, elapsed, baseline)
     return report_dir  # type: ignore[return-value]
 
 
-def _print_summary(summary: list[dict[str, Any]], elapsed: float) -> None:
+def _print_summary(summary: list[dict[str, Any]], elapsed: float, baseline: str) -> None:
     print(f"\n=== pipeline finished in {elapsed:.0f} s ({elapsed / 60:.1f} min)")
     for entry in summary:
         gold = _gold_comparisons(Path(entry["eval"]), "gold")
@@ -196,6 +210,6 @@ def _print_summary(summary: list[dict[str, Any]], elapsed: float) -> None:
         for name in entry["policies"]:
             if name in gold:
                 c = gold[name]
-                print(f"  {name}: gold-rubric win rate vs SFT {c['win_rate']:.1%} "
+                print(f"  {name}: gold-rubric win rate vs {baseline} {c['win_rate']:.1%} "
                       f"(95% CI {c['ci_low']:.1%} to {c['ci_high']:.1%})")
         print(f"  best policy: {entry['best']} ({entry['best_rule']})")
