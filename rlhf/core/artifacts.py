@@ -224,13 +224,19 @@ class StageRun:
                 lock.unlink()
 
     def finish(self, outputs: list[str], metrics: dict[str, Any] | None = None) -> dict[str, Any]:
-        """Check that every output exists, hash them and write the manifest (the completion marker)."""
+        """Check that every output exists, write the model and dataset cards (:mod:`rlhf.core.cards`), hash the
+        outputs and write the manifest (the completion marker)."""
+        from rlhf.core.cards import write_cards
+
         missing = [rel for rel in outputs if not (self.dir / rel).exists()]
         if missing:
             raise RuntimeError(f"stage '{self.stage}' did not produce {missing}; it is not marked complete")
+        run_id = uuid.uuid4().hex
+        outputs = list(outputs) + write_cards(self.dir, outputs, stage=self.stage, run_id=run_id,
+                                              fingerprint=self.fingerprint, inputs=self.inputs, metrics=metrics or {})
         hashes = {rel: hash_path(self.dir / rel) for rel in sorted(outputs)}
         manifest = {
-            "run_id": uuid.uuid4().hex,
+            "run_id": run_id,
             "stage": self.stage,
             "fingerprint": self.fingerprint,
             "config": self.config,

@@ -37,7 +37,8 @@ def torch_dtype(name: str) -> torch.dtype:
 
 
 def resolve_model_path(name_or_path: str, tiny: TinyModelConfig | None = None) -> str:
-    """A loadable location: builds the tiny model, maps a stage folder to its ``model/`` subfolder."""
+    """A local folder to load: builds the tiny model, converts a GGUF file, maps a stage folder to its
+    ``model/`` subfolder and downloads a hub id into the Hugging Face cache."""
     if name_or_path == TINY:
         from rlhf.models.tiny import build_tiny_model
 
@@ -53,9 +54,22 @@ def resolve_model_path(name_or_path: str, tiny: TinyModelConfig | None = None) -
         if not (path / "config.json").is_file() and not (path / "adapter_config.json").is_file():
             raise UserError(f"{path} holds no model (no config.json); point model.name_or_path at a model folder")
         return str(path)
-    if name_or_path.startswith((".", "/", "~")):
-        raise UserError(f"model path {name_or_path} does not exist; check model.name_or_path")
-    return name_or_path
+    if name_or_path.startswith((".", "/", "~")) or name_or_path.count("/") > 1:
+        raise UserError(f"model path {name_or_path} does not exist; check model.name_or_path (a folder, a .gguf "
+                        "file, 'tiny' or a hub id such as HuggingFaceTB/SmolLM2-135M-Instruct)")
+    return _hub_snapshot(name_or_path)
+
+
+def _hub_snapshot(repo_id: str) -> str:
+    """The local folder of a hub model (downloaded once into the Hugging Face cache), so that it is an input
+    with a content hash like any folder."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"])
+    except Exception as err:  # offline, unknown repo, gated repo: all end the same way for the user
+        raise UserError(f"hub model {repo_id} could not be downloaded ({type(err).__name__}); check the id and the "
+                        "network, or point model.name_or_path at a local folder or .gguf file") from None
 
 
 def load_tokenizer(path: str):

@@ -70,3 +70,24 @@ def test_two_rounds_compound(labeling_service, tmp_path):
     html = Path(second["report"]).read_text()
     table = html[html.index("<h2>Rounds side by side</h2>"):]
     assert "dpo-r1" in table[:table.index("</table>")] and "dpo-r2" in table[:table.index("</table>")]
+
+    # Every model folder of the round carries a model card naming its run and its lineage; the pairs open with
+    # datasets.load_dataset on their stage folder.
+    from datasets import load_dataset
+    from huggingface_hub import ModelCard
+
+    from rlhf.core.cards import is_model_folder
+
+    carded = set()
+    for manifest_file in root.rglob("manifest.json"):
+        manifest = read_manifest(manifest_file.parent)
+        for rel in manifest["outputs"]:
+            if is_model_folder(manifest_file.parent / rel):
+                card = ModelCard.load(manifest_file.parent / rel / "README.md")
+                assert manifest["run_id"] in card.text and "## Lineage" in card.text
+                assert all(meta["path"] in card.text for meta in manifest["inputs"].values())
+                carded.add(manifest["stage"])
+    assert {"sft", "rm", "dpo"} <= carded, carded
+    snapshot = Path(second["snapshot"])
+    pairs = load_dataset(str(snapshot if snapshot.is_dir() else snapshot.parent), "pairs", split="train")
+    assert len(pairs) == len(read_pairs(second["snapshot"]))
