@@ -144,3 +144,24 @@ def test_response_logprobs_zero_on_padding(engine):
     assert logp.shape == (2, 2)
     assert logp[0, 1] == 0
     assert (logp[1] < 0).all()
+
+
+def test_the_models_generation_config_never_shapes_the_samples(tiny_path, engine, tmp_path):
+    """A model folder whose generation_config.json asks for top-k 1 and a repetition penalty samples exactly
+    what the same weights sample without it: the configured SamplingParams alone decide."""
+    import json
+    import shutil
+
+    folder = tmp_path / "opinionated"
+    shutil.copytree(tiny_path, folder)
+    config = json.loads((folder / "generation_config.json").read_text()) if (folder / "generation_config.json").is_file() else {}
+    config.update(top_k=1, repetition_penalty=3.0, do_sample=False, no_repeat_ngram_size=2, min_new_tokens=10)
+    (folder / "generation_config.json").write_text(json.dumps(config))
+    opinionated = TransformersRolloutEngine.from_pretrained(str(folder), device="cpu", batch_size=3)
+    assert opinionated.model.generation_config.top_k == 1  # the file was read
+    params = SamplingParams(n=3, temperature=1.0, top_k=40, max_new_tokens=16)
+    mine = opinionated.generate(PROMPTS, params, seed=4)
+    plain = engine.generate(PROMPTS, params, seed=4)
+    assert [s.response_ids for s in mine] == [s.response_ids for s in plain]
+    assert len({s.response_ids for s in mine[:3]}) > 1  # sampled at temperature 1, not top-k 1
+    assert opinionated.model.generation_config.top_k == 1  # restored after generation

@@ -60,3 +60,31 @@ def test_the_global_batch_splits_over_workers_and_accumulation():
     assert per_device_batch_size(32, 2, 4) == 4
     with pytest.raises(ValueError, match=r"resources.num_workers x train.grad_accum \(3 x 1\)"):
         per_device_batch_size(32, 3, 1)
+
+
+def test_gradient_checkpointing_and_report_to_reach_every_hf_trainer(tmp_path):
+    from rlhf.stages.sft import trainer_config
+    from rlhf.trainers.ray_train import trainer_arguments
+
+    keys = ["train.gradient_checkpointing=true", "train.report_to=[]"]
+    sft = trainer_config(load_config(None, keys, expect_stage="sft"), tmp_path, "cpu")  # type: ignore[arg-type]
+    assert sft.gradient_checkpointing and sft.gradient_checkpointing_kwargs == {"use_reentrant": False}
+    assert sft.report_to in ([], ["none"])
+    for stage in ("rm", "dpo"):
+        cfg = load_config(None, keys, expect_stage=stage)
+        args = trainer_arguments(output_dir=tmp_path, **cfg.train.optimiser_arguments(), eval_steps=0,  # type: ignore[attr-defined]
+                                 per_device_batch=4, seed=0, use_gpu=False, bf16=False, deepspeed=None)
+        assert args["activation_checkpointing"] and args["report_to"] == ["none"]
+    default = trainer_config(load_config(None, [], expect_stage="sft"), tmp_path, "cpu")  # type: ignore[arg-type]
+    assert not default.gradient_checkpointing and default.report_to == ["tensorboard"]
+
+
+@pytest.mark.parametrize("stage", ["sft", "rm", "dpo"])
+def test_report_to_an_uninstalled_logger_is_refused_in_one_line(stage, monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a))
+    with pytest.raises(ConfigError, match="train.report_to names wandb but the wandb package is not installed; "
+                                          "pip install wandb"):
+        load_config(None, ["train.report_to=[tensorboard, wandb]"], expect_stage=stage)

@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 
 from rlhf.core.config import RunConfig, StrictModel
 from rlhf.models.config import ModelConfig
-from rlhf.trainers.hf import DeepSpeedSettings
+from rlhf.trainers.hf import DeepSpeedSettings, HFTrainerSettings
 from rlhf.trainers.ray_train import TrainerResources, per_device_batch_size
 
 __all__ = ["PairsDataConfig", "PreferenceTrainConfig", "RMConfig", "RMEvalConfig", "RMLossConfig"]
@@ -56,8 +56,9 @@ class RMLossConfig(StrictModel):
                                                      "keeping rewards centred (e.g. 0.01); omit for none")
 
 
-class PreferenceTrainConfig(StrictModel):
-    """Optimisation settings (the batch is global: split over Ray workers and accumulation steps)."""
+class PreferenceTrainConfig(HFTrainerSettings):
+    """Optimisation, logging and memory settings (the batch is global: split over Ray workers and accumulation
+    steps)."""
 
     lr: float = Field(1e-4, gt=0, description="peak learning rate")
     epochs: float = Field(1.0, gt=0, description="passes over the training pairs (ignored when max_steps > 0)")
@@ -79,7 +80,7 @@ class PreferenceTrainConfig(StrictModel):
         return {"lr": self.lr, "epochs": self.epochs, "max_steps": self.max_steps, "grad_accum": self.grad_accum,
                 "warmup_ratio": self.warmup_ratio, "weight_decay": self.weight_decay,
                 "lr_scheduler": self.lr_scheduler, "max_grad_norm": self.max_grad_norm,
-                "logging_steps": self.logging_steps, "save_steps": self.save_steps}
+                "logging_steps": self.logging_steps, "save_steps": self.save_steps, "extra": self.trainer_arguments()}
 
 
 class RMEvalConfig(StrictModel):

@@ -9,7 +9,7 @@ from pydantic import Field, model_validator
 from rlhf.core.config import RunConfig, StrictModel
 from rlhf.eval.heldout import HeldoutConfig
 from rlhf.models.config import ModelConfig
-from rlhf.trainers.hf import DeepSpeedSettings
+from rlhf.trainers.hf import DeepSpeedSettings, HFTrainerSettings
 
 __all__ = ["SFTConfig", "SFTDataConfig", "SFTTrainConfig"]
 
@@ -22,8 +22,8 @@ class SFTDataConfig(StrictModel):
     demo_good_fraction: float = Field(0.5, ge=0.0, le=1.0, description="per-axis chance of a good reply in the demo corpus")
 
 
-class SFTTrainConfig(StrictModel):
-    """Optimisation settings."""
+class SFTTrainConfig(HFTrainerSettings):
+    """Optimisation, logging and memory settings."""
 
     lr: float = Field(2e-3, gt=0, description="peak learning rate")
     epochs: float = Field(3.0, gt=0, description="passes over the corpus (ignored when max_steps > 0)")

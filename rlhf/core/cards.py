@@ -85,8 +85,8 @@ def model_card_text(*, stage: str, run_id: str, fingerprint: str, folder: str, a
         lines += ["from peft import AutoPeftModelForCausalLM  # AutoPeftModelForSequenceClassification for a reward model",
                   f'model = AutoPeftModelForCausalLM.from_pretrained("{folder}")']
     else:
-        lines += ["from transformers import AutoModelForCausalLM, AutoTokenizer  # AutoModelForSequenceClassification "
-                  "for a reward model", f'model = AutoModelForCausalLM.from_pretrained("{folder}")',
+        lines += ["from transformers import AutoModelForCausalLM, AutoTokenizer  # or AutoModelForSequenceClassification",
+                  f'model = AutoModelForCausalLM.from_pretrained("{folder}")',
                   f'tokenizer = AutoTokenizer.from_pretrained("{folder}")']
     lines.append("```")
     return str(ModelCard(f"---\n{data.to_yaml()}\n---\n\n" + "\n".join(lines) + "\n"))

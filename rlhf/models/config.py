@@ -39,7 +39,12 @@ class LoraSettings(StrictModel):
     r: int = Field(8, ge=1, description="LoRA rank")
     alpha: int = Field(16, ge=1, description="LoRA alpha")
     dropout: float = Field(0.0, ge=0.0, lt=1.0, description="LoRA dropout")
-    target_modules: list[str] | Literal["all-linear"] = Field("all-linear", description="modules that get adapters")
+    target_modules: list[str] | Literal["all-linear"] = Field("all-linear", description="modules that get adapters "
+                                                              "('all-linear': every linear layer but the output head, "
+                                                              "found by architecture)")
+    save: Literal["both", "merged", "adapter"] = Field(
+        "both", description="'both': merged weights in model/ and the PEFT adapter in adapter/; 'merged': model/ "
+        "only; 'adapter': model/ holds the adapter alone (loaded on its base through PEFT; not for vLLM)")
 
 
 class ModelConfig(StrictModel):

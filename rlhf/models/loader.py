@@ -64,10 +64,11 @@ def _hub_snapshot(repo_id: str) -> str:
     """The local folder of a hub model (downloaded once into the Hugging Face cache), so that it is an input
     with a content hash like any folder."""
     from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError
 
     try:
         return snapshot_download(repo_id, allow_patterns=["*.json", "*.safetensors", "*.txt", "*.model", "*.jinja"])
-    except Exception as err:  # offline, unknown repo, gated repo: all end the same way for the user
+    except (HfHubHTTPError, OSError, ValueError) as err:  # offline, unknown or gated repo, bad id
         raise UserError(f"hub model {repo_id} could not be downloaded ({type(err).__name__}); check the id and the "
                         "network, or point model.name_or_path at a local folder or .gguf file") from None
 
@@ -114,7 +115,12 @@ def load_model(
             model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
         task_type = "CAUSAL_LM"
     else:
-        model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **kwargs)
+        if adapter:
+            from peft import AutoPeftModelForSequenceClassification
+
+            model = AutoPeftModelForSequenceClassification.from_pretrained(path, num_labels=1, **kwargs).merge_and_unload()
+        else:
+            model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=1, **kwargs)
         if model.config.pad_token_id is None:
             tok = load_tokenizer(path)
             model.config.pad_token_id = tok.pad_token_id

@@ -212,18 +212,24 @@ class PolicyLearner(_Rank):
 
     def save_pretrained(self, folder: str) -> None:
         """Write the policy (LoRA merged, ZeRO-3 gathered) as an HF model folder with its tokenizer (rank 0)."""
-        import shutil
+        from rlhf.trainers.hf import publish_staged
 
         state = self.weights()
         if self.rank != 0:
             return
         target = Path(folder)
         staging = target.with_name(f".{target.name}.partial")
-        shutil.rmtree(staging, ignore_errors=True)
         unwrap(self.engine).save_pretrained(staging, state_dict=state, safe_serialization=True)
         self.tokenizer.save_pretrained(staging)
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
+        publish_staged(staging, target)
+
+    def save_adapter(self, folder: str) -> None:
+        """Write the policy's LoRA adapter as a PEFT adapter folder with its tokenizer (rank 0; LoRA runs at
+        ZeRO 0-2, where rank 0 holds every adapter weight)."""
+        from rlhf.trainers.hf import save_model
+
+        if self.rank == 0:
+            save_model(getattr(self.engine, "module", self.engine), self.tokenizer, Path(folder))
 
 
 class CriticLearner(_Rank):

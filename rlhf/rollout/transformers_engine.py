@@ -5,18 +5,24 @@ sampled ``batch_size`` rows at a time (each prompt repeated ``n`` times, prompt-
 from torch's global generator, forked and seeded per call, so a call is reproducible from ``seed`` and
 leaves the caller's random state untouched. Log-probs come from the raw logits of each step divided by
 the temperature (see :mod:`rlhf.rollout.types`); ``logprobs`` recomputes them with one full forward pass.
+
+A model's own ``generation_config.json`` (a hub model's repetition penalty, top-k or min-p) never shapes the
+samples: generation runs on a bare config holding only the special-token ids, so the configured
+:class:`~rlhf.rollout.types.SamplingParams` are all that decides, as in the vLLM engine and the learners'
+log-probs.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+from collections.abc import Iterator, Mapping
 
 import torch
 
 from rlhf.rollout.sequences import pack_sequences, response_logprobs
 from rlhf.rollout.types import NamedTensors, RolloutSample, SamplingParams
 
-__all__ = ["TransformersRolloutEngine", "load_named_tensors"]
+__all__ = ["TransformersRolloutEngine", "bare_generation_config", "load_named_tensors"]
 
 
 def load_named_tensors(model: torch.nn.Module, weights: NamedTensors) -> int:
@@ -44,6 +50,21 @@ def load_named_tensors(model: torch.nn.Module, weights: NamedTensors) -> int:
         raise ValueError(f"{len(unknown)} weights have names the model does not know (first: '{unknown[0]}'); "
                          "send plain HF state-dict names (merge LoRA adapters first)")
     return loaded
+
+
+@contextlib.contextmanager
+def bare_generation_config(model, tokenizer) -> Iterator[None]:
+    """Within the block, ``model.generate`` sees a generation config with the special-token ids alone."""
+    from transformers import GenerationConfig
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    saved = base.generation_config
+    base.generation_config = GenerationConfig(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                                              pad_token_id=tokenizer.pad_token_id)
+    try:
+        yield
+    finally:
+        base.generation_config = saved
 
 
 class TransformersRolloutEngine:
@@ -100,15 +121,16 @@ class TransformersRolloutEngine:
             input_ids[row, width - len(seq):] = torch.tensor(seq)
             attention[row, width - len(seq):] = 1
         extra = {"stop_strings": list(params.stop), "tokenizer": tok} if params.stop else {}
-        out = self.model.generate(
-            input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
-            max_new_tokens=params.max_new_tokens, do_sample=not params.greedy,
-            temperature=None if params.greedy else params.temperature,
-            top_p=None if params.greedy or params.top_p == 1.0 else params.top_p,
-            top_k=None if params.greedy or params.top_k == 0 else params.top_k,
-            eos_token_id=eos, pad_token_id=pad, use_cache=True,
-            return_dict_in_generate=True, output_logits=True, **extra,
-        )
+        with bare_generation_config(self.model, tok):
+            out = self.model.generate(
+                input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
+                max_new_tokens=params.max_new_tokens, do_sample=not params.greedy,
+                temperature=None if params.greedy else params.temperature,
+                top_p=None if params.greedy or params.top_p == 1.0 else params.top_p,
+                top_k=None if params.greedy or params.top_k == 0 else params.top_k,
+                eos_token_id=eos, pad_token_id=pad, use_cache=True,
+                return_dict_in_generate=True, output_logits=True, **extra,
+            )
         new = out.sequences[:, width:].cpu()
         logits = torch.stack(out.logits, dim=1).float().cpu() / params.logprob_temperature
         logps = torch.log_softmax(logits, dim=-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)

@@ -108,6 +108,7 @@ from rlhf.roles.learner import mean_stats
 from rlhf.roles.weight_sync import check_sync, connect_sync_group
 from rlhf.rollout.containers import Batch, Rollout
 from rlhf.trainers.deepspeed_engine import LearnerSpec, rng_state, set_rng_state
+from rlhf.trainers.hf import lora_outputs
 from rlhf.utils.seed import seed_everything
 
 __all__ = ["PPOConfig", "open_stage_for", "role_specs", "run_ppo", "training_prompts"]
@@ -364,7 +365,12 @@ def _train(cfg: PPOConfig, run: StageRun, policy_path: str) -> Path:
         bar.close()
 
         # ------------------------------------------------------------ save
-        ray.get([p.save_pretrained.remote(str(run.path("model"))) for p in roles.policy])
+        lora_save = cfg.model.lora.save if cfg.model.lora.enabled else None
+        if lora_save in ("adapter", "both"):
+            folder = run.path("model" if lora_save == "adapter" else "adapter")
+            ray.get([p.save_adapter.remote(str(folder)) for p in roles.policy])
+        if lora_save != "adapter":
+            ray.get([p.save_pretrained.remote(str(run.path("model"))) for p in roles.policy])
         if baseline and latest:
             write_samples(run.path("samples.jsonl"), held_out, *latest, *baseline)
     finally:
@@ -378,7 +384,7 @@ def _train(cfg: PPOConfig, run: StageRun, policy_path: str) -> Path:
         final.update({key: value for key, value in json.loads(line).items() if key != "time"})
     atomic_write_json(run.path("metrics.json"), final)
     shutil.rmtree(run.path("checkpoints"), ignore_errors=True)
-    outputs = ["model", "metrics.json", "metrics.jsonl", "placement.json"]
+    outputs = [*lora_outputs(lora_save), "metrics.json", "metrics.jsonl", "placement.json"]
     outputs += ["eval_baseline.jsonl", "samples.jsonl"] if baseline else []
     run.finish(outputs, metrics=final)
     print(f"ppo: done -> {run.path('model')}")

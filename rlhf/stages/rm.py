@@ -45,7 +45,7 @@ from rlhf.data.pairs import (
     write_pairs,
 )
 from rlhf.models.reward import REWARD_STATS_FILE, chat_ids, reward_scores
-from rlhf.trainers.hf import deepspeed_dict, last_complete_checkpoint
+from rlhf.trainers.hf import deepspeed_dict, last_complete_checkpoint, lora_outputs, publish_staged
 from rlhf.trainers.ray_train import per_device_batch_size, run_on_ray, trainer_arguments, trl_worker
 
 __all__ = ["RMConfig", "prepare_pairs", "run_reward_model"]
@@ -172,12 +172,15 @@ def _train(cfg: RMConfig, run: StageRun, pairs: list[PreferencePair], summary: d
         "lora": cfg.model.lora.model_dump() if cfg.model.lora.enabled else None,
         "train_data": str(data_dir / "train"), "eval_data": str(data_dir / "eval") if cfg.train.eval_steps else None,
         "resume": str(resume) if resume else None, "model_dir": str(staging),
+        "adapter_dir": str(run.path(".adapter.partial")),
         "metrics": str(run.path("metrics.jsonl")), "tensorboard": str(run.path("tensorboard")),
     }
     final = run_on_ray(trl_worker, {**payload, "trainer": "reward"}, cfg.resources, storage=run.path("ray"), name="rm")
     target = run.path("model")
-    shutil.rmtree(target, ignore_errors=True)
-    staging.rename(target)
+    publish_staged(staging, target)
+    lora_save = cfg.model.lora.save if cfg.model.lora.enabled else None
+    if lora_save == "both":
+        publish_staged(run.path(".adapter.partial"), run.path("adapter"))
 
     report = _evaluate(cfg, target, train_pairs, eval_pairs)
     atomic_write_json(target / REWARD_STATS_FILE, report.pop("reward_stats"))
@@ -191,7 +194,7 @@ def _train(cfg: RMConfig, run: StageRun, pairs: list[PreferencePair], summary: d
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     shutil.rmtree(data_dir, ignore_errors=True)
     shutil.rmtree(run.path("ray"), ignore_errors=True)
-    run.finish(["model", "eval.json", "metrics.json", "metrics.jsonl"], metrics=metrics)
+    run.finish([*lora_outputs(lora_save), "eval.json", "metrics.json", "metrics.jsonl"], metrics=metrics)
     _print_summary(report["summary"])
     print(f"rm: done -> {target}")
     return run.dir

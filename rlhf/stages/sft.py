@@ -26,9 +26,16 @@ from rlhf.core.artifacts import StageRun, atomic_write_json, atomic_write_text, 
 from rlhf.core.errors import UserError
 from rlhf.core.runs import open_stage
 from rlhf.eval.heldout import gold_summary, heldout_inputs, heldout_prompts, score_replies, write_samples
-from rlhf.trainers.hf import deepspeed_dict, last_complete_checkpoint, no_final_checkpoint, save_model
+from rlhf.trainers.hf import (
+    deepspeed_dict,
+    last_complete_checkpoint,
+    lora_outputs,
+    no_final_checkpoint,
+    save_lora,
+    save_model,
+)
 
-__all__ = ["SFTConfig", "run_sft"]
+__all__ = ["SFTConfig", "run_sft", "trainer_config"]
 
 
 def _demo_corpus_file(cfg: SFTConfig) -> Path:
@@ -97,7 +104,6 @@ def run_sft(cfg: SFTConfig) -> Path:
 
 def _train(cfg: SFTConfig, run: StageRun, corpus_path: Path, base: str, prompts: list[str], load_model,
            load_tokenizer, pick_device) -> Path:
-    from trl import SFTConfig as TRLSFTConfig
     from trl import SFTTrainer
 
     from rlhf.utils.seed import seed_everything
@@ -115,33 +121,7 @@ def _train(cfg: SFTConfig, run: StageRun, corpus_path: Path, base: str, prompts:
     device = pick_device(cfg.model.device)
     ckpt_dir = run.path("checkpoints")
     resume = last_complete_checkpoint(ckpt_dir)
-    args = TRLSFTConfig(
-        output_dir=str(ckpt_dir),
-        learning_rate=cfg.train.lr,
-        num_train_epochs=cfg.train.epochs,
-        max_steps=cfg.train.max_steps,
-        per_device_train_batch_size=cfg.train.batch_size,
-        gradient_accumulation_steps=cfg.train.grad_accum,
-        max_length=cfg.train.max_length,
-        warmup_steps=cfg.train.warmup_ratio,
-        weight_decay=cfg.train.weight_decay,
-        lr_scheduler_type=cfg.train.lr_scheduler,
-        max_grad_norm=cfg.train.max_grad_norm,
-        logging_steps=cfg.train.logging_steps,
-        save_strategy="steps",
-        save_steps=cfg.train.save_steps,
-        save_total_limit=2,
-        seed=cfg.run.seed,
-        data_seed=cfg.run.seed,
-        bf16=cfg.model.dtype == "bfloat16" and device.type == "cuda",
-        use_cpu=device.type == "cpu",
-        gradient_checkpointing=False,
-        report_to=["tensorboard"],
-        disable_tqdm=False,
-        completion_only_loss=True,
-        dataset_num_proc=None,
-        deepspeed=deepspeed_dict(cfg.deepspeed),
-    )
+    args = trainer_config(cfg, ckpt_dir, device.type)
     peft_config = None
     if cfg.model.lora.enabled:
         from rlhf.models.loader import _lora_config
@@ -161,23 +141,58 @@ def _train(cfg: SFTConfig, run: StageRun, corpus_path: Path, base: str, prompts:
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.path("tensorboard"))
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     trained = trainer.model
-    if cfg.model.lora.enabled:
-        trained = trained.merge_and_unload()
-    final = save_model(trained, tokenizer, run.path("model"))
+    lora_save = cfg.model.lora.save if cfg.model.lora.enabled else None
+    if lora_save:
+        trained = save_lora(trained, tokenizer, run.path("model"), run.path("adapter"), lora_save)
+    else:
+        save_model(trained, tokenizer, run.path("model"))
 
     metrics = {"train/global_step": trainer.state.global_step,
                "train/final_loss": _last_loss(trainer.state.log_history),
                "data/examples": len(rows), "data/heldout_examples_dropped": len(corpus) - len(rows),
                "data/corpus_sha256": hash_path(corpus_path)}
-    outputs = ["model", "metrics.json", "metrics.jsonl"]
+    outputs = [*lora_outputs(lora_save), "metrics.json", "metrics.jsonl"]
     if prompts:
         metrics.update(_sample_and_score(cfg, prompts, trained, tokenizer, run))
         outputs.append("samples.jsonl")
     atomic_write_json(run.path("metrics.json"), metrics)
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     run.finish(outputs, metrics=metrics)
-    print(f"sft: done -> {final}")
+    print(f"sft: done -> {run.path('model')}")
     return run.dir
+
+
+def trainer_config(cfg: SFTConfig, ckpt_dir: Path, device_type: str):
+    """TRL's SFTConfig for this stage: completion-only loss, TensorBoard or what ``train.report_to`` names,
+    checkpoints every ``train.save_steps`` steps."""
+    from trl import SFTConfig as TRLSFTConfig
+
+    return TRLSFTConfig(
+        output_dir=str(ckpt_dir),
+        learning_rate=cfg.train.lr,
+        num_train_epochs=cfg.train.epochs,
+        max_steps=cfg.train.max_steps,
+        per_device_train_batch_size=cfg.train.batch_size,
+        gradient_accumulation_steps=cfg.train.grad_accum,
+        max_length=cfg.train.max_length,
+        warmup_steps=cfg.train.warmup_ratio,
+        weight_decay=cfg.train.weight_decay,
+        lr_scheduler_type=cfg.train.lr_scheduler,
+        max_grad_norm=cfg.train.max_grad_norm,
+        logging_steps=cfg.train.logging_steps,
+        save_strategy="steps",
+        save_steps=cfg.train.save_steps,
+        save_total_limit=2,
+        seed=cfg.run.seed,
+        data_seed=cfg.run.seed,
+        bf16=cfg.model.dtype == "bfloat16" and device_type == "cuda",
+        use_cpu=device_type == "cpu",
+        **cfg.train.trainer_arguments(),
+        disable_tqdm=False,
+        completion_only_loss=True,
+        dataset_num_proc=None,
+        deepspeed=deepspeed_dict(cfg.deepspeed),
+    )
 
 
 def _last_loss(history: list[dict]) -> float:

@@ -5,15 +5,17 @@ One helper serves every stage so that resume, DeepSpeed and saving behave the sa
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from rlhf.core.config import StrictModel
 
-__all__ = ["DeepSpeedSettings", "deepspeed_dict", "last_complete_checkpoint", "save_model"]
+__all__ = ["DeepSpeedSettings", "HFTrainerSettings", "deepspeed_dict", "last_complete_checkpoint", "lora_outputs",
+           "publish_staged", "save_lora", "save_model"]
 
 
 class DeepSpeedSettings(StrictModel):
@@ -38,6 +40,31 @@ class DeepSpeedSettings(StrictModel):
     def stage(self) -> int:
         """The ZeRO stage, 0 when unset."""
         return self.zero_stage or 0
+
+
+class HFTrainerSettings(StrictModel):
+    """Where the HF Trainer of SFT, RM and DPO logs and how it trades compute for memory (the ``train`` section)."""
+
+    gradient_checkpointing: bool = Field(False, description="recompute activations in the backward pass: less "
+                                         "memory for a real model, about a third more compute")
+    report_to: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=lambda: ["tensorboard"], description="where training logs go besides metrics.jsonl "
+        "(TensorBoard in the run folder; wandb and mlflow read their usual environment variables)")
+
+    @field_validator("report_to")
+    @classmethod
+    def _installed(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if importlib.util.find_spec(name) is None:
+                raise ValueError(f"train.report_to names {name} but the {name} package is not installed; "
+                                 f"pip install {name} or remove it from train.report_to")
+        return value
+
+    def trainer_arguments(self) -> dict:
+        """The TrainingArguments these settings set (transformers 5 names activation checkpointing so; the
+        ``gradient_checkpointing`` attributes mirror it)."""
+        return {"activation_checkpointing": self.gradient_checkpointing, "report_to": list(self.report_to) or ["none"],
+                "activation_checkpointing_kwargs": {"use_reentrant": False} if self.gradient_checkpointing else None}
 
 
 def deepspeed_dict(settings: DeepSpeedSettings) -> dict | None:
@@ -89,6 +116,32 @@ def save_model(model, tokenizer, target: Path) -> Path:
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
     return target
+
+
+def publish_staged(staging: Path, target: Path) -> Path:
+    """Replace ``target`` by the folder written at ``staging`` (a rename, so readers never see half of it)."""
+    shutil.rmtree(target, ignore_errors=True)
+    Path(staging).rename(target)
+    return Path(target)
+
+
+def lora_outputs(lora_save: str | None) -> list[str]:
+    """The stage outputs a trained model occupies: ``model`` and, when both merged weights and the adapter are
+    kept, ``adapter``."""
+    return ["model", "adapter"] if lora_save == "both" else ["model"]
+
+
+def save_lora(peft_model, tokenizer, model_dir: Path, adapter_dir: Path, mode: str):
+    """Save a PEFT-wrapped model as ``mode`` says (see :class:`rlhf.models.config.LoraSettings`): the adapter
+    (``PeftModel.from_pretrained`` opens it) into ``adapter_dir``, or into ``model_dir`` when it is kept alone;
+    the merged weights into ``model_dir``. Returns the model to use afterwards (merged unless adapter-only)."""
+    if mode in ("adapter", "both"):
+        save_model(peft_model, tokenizer, Path(model_dir if mode == "adapter" else adapter_dir))
+    if mode == "adapter":
+        return peft_model
+    merged = peft_model.merge_and_unload()
+    save_model(merged, tokenizer, Path(model_dir))
+    return merged
 
 
 def no_final_checkpoint():

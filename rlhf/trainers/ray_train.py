@@ -148,8 +148,9 @@ def worker_rank() -> tuple[int, int]:
 def trainer_arguments(*, output_dir: Path, lr: float, epochs: float, max_steps: int, per_device_batch: int,
                       grad_accum: int, warmup_ratio: float, weight_decay: float, lr_scheduler: str,
                       max_grad_norm: float, logging_steps: int, save_steps: int, eval_steps: int, seed: int,
-                      use_gpu: bool, bf16: bool, deepspeed: dict | None) -> dict[str, Any]:
-    """TrainingArguments shared by the RM and DPO stages (TensorBoard + progress bar on, torch AdamW)."""
+                      use_gpu: bool, bf16: bool, deepspeed: dict | None, extra: dict[str, Any]) -> dict[str, Any]:
+    """TrainingArguments shared by the RM and DPO stages (progress bar on, torch AdamW); ``extra`` holds the
+    logging and memory settings (:meth:`rlhf.trainers.hf.HFTrainerSettings.trainer_arguments`)."""
     return {
         "output_dir": str(output_dir),
         "learning_rate": lr,
@@ -173,19 +174,19 @@ def trainer_arguments(*, output_dir: Path, lr: float, epochs: float, max_steps: 
         "optim": "adamw_torch",
         "bf16": bf16 and use_gpu,
         "use_cpu": not use_gpu,
-        "gradient_checkpointing": False,
-        "report_to": ["tensorboard"],
         "disable_tqdm": False,
         "dataset_num_proc": None,
         "ddp_find_unused_parameters": False,
         "deepspeed": deepspeed,
+        **extra,
     }
 
 
-def train_in_worker(trainer, resume: str | None, model_dir: Path, tokenizer, merge_lora: bool,
-                    result_file: str) -> None:
-    """Train ``trainer`` (resuming from ``resume``), save final weights to ``model_dir``, report to Ray and
-    (rank 0) write the final metrics to ``result_file``."""
+def train_in_worker(trainer, resume: str | None, model_dir: Path, tokenizer, lora_save: str | None,
+                    adapter_dir: Path, result_file: str) -> None:
+    """Train ``trainer`` (resuming from ``resume``), save final weights to ``model_dir`` (with LoRA, as
+    ``lora_save`` says: see :func:`rlhf.trainers.hf.save_lora`), report to Ray and (rank 0) write the final
+    metrics to ``result_file``."""
     import ray.train
     from ray.train.huggingface.transformers import prepare_trainer
 
@@ -194,10 +195,11 @@ def train_in_worker(trainer, resume: str | None, model_dir: Path, tokenizer, mer
         print(f"resuming from {resume}")
     trainer.train(resume_from_checkpoint=resume)
     rank, _ = worker_rank()
-    if merge_lora:
+    if lora_save:
         if rank == 0:
-            merged = trainer.accelerator.unwrap_model(trainer.model).merge_and_unload()
-            merged.save_pretrained(model_dir, safe_serialization=True)
+            from rlhf.trainers.hf import save_lora
+
+            save_lora(trainer.accelerator.unwrap_model(trainer.model), tokenizer, model_dir, adapter_dir, lora_save)
     else:
         trainer.save_model(str(model_dir))  # every rank: DeepSpeed gathers shards, rank 0 writes
     if rank == 0:
@@ -264,6 +266,7 @@ def trl_worker(payload: dict[str, Any]) -> None:
         peft_config=_lora_config(lora, task_type) if lora else None,
         callbacks=[JsonlMetricsCallback(payload["metrics"], prefix="train/"), no_final_checkpoint()], **reward,
     )
-    train_in_worker(trainer, payload["resume"], Path(payload["model_dir"]), tokenizer, merge_lora=lora is not None,
+    train_in_worker(trainer, payload["resume"], Path(payload["model_dir"]), tokenizer,
+                    lora_save=lora.save if lora else None, adapter_dir=Path(payload["adapter_dir"]),
                     result_file=payload["result_file"])
 
