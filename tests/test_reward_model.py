@@ -81,7 +81,7 @@ def test_dataset_matches_scoring_tokenisation_and_drops_long_pairs(tmp_path):
         _save_dataset([long_pair], tokenizer, 128, tmp_path / "ds2", "none", 1.0)
 
 
-def test_reward_scores_do_not_depend_on_batching():
+def test_reward_scores_do_not_depend_on_batching(capfd):
     from rlhf.models.loader import load_model, load_tokenizer
 
     path = _tiny_path()
@@ -90,8 +90,10 @@ def test_reward_scores_do_not_depend_on_batching():
     pairs = demo_pairs(5, 2, seed=1)
     convs = [p.conversation() for p in pairs]
     replies = [p.chosen for p in pairs]
-    one_by_one = reward_scores(model, tokenizer, convs, replies, batch_size=1)
+    one_by_one = reward_scores(model, tokenizer, convs, replies, batch_size=1, progress="scoring held-out")
+    assert "scoring held-out: 100%" in capfd.readouterr().err  # long scoring shows its progress
     batched = reward_scores(model, tokenizer, convs, replies, batch_size=8)
+    assert "scoring" not in capfd.readouterr().err
     assert batched == pytest.approx(one_by_one, abs=1e-4)
     assert len({round(s, 4) for s in batched}) > 1
 

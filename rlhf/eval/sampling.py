@@ -86,7 +86,8 @@ def sample_policies(
                             "undefined; set reference to a model sharing the tokenizer or kl.enabled=false")
         engine = TransformersRolloutEngine(load_model(path, "policy", dtype=dtype, device=device), tokenizer,
                                            batch_size)
-        replies = engine.generate(texts, params, seed)  # prompt-major: prompt i, samples 0..n-1
+        # prompt-major: prompt i, samples 0..n-1
+        replies = engine.generate(texts, params, seed, progress=f"eval: {name}")
         logp_policy = logp_ref = np.full(len(replies), math.nan)
         if reference_engine is not None:
             prompt_ids = [list(r.prompt_ids) for r in replies]
@@ -106,7 +107,8 @@ def sample_policies(
             chosen = prompts[:best_of_n_prompts]
             print(f"eval: best-of-{best_of_n}: sampling {len(chosen) * best_of_n} replies from {name}")
             bon_params = dataclasses.replace(params, n=best_of_n)
-            extra = engine.generate([p["prompt"] for p in chosen], bon_params, seed + 1)
+            extra = engine.generate([p["prompt"] for p in chosen], bon_params, seed + 1,
+                                    progress=f"eval: best-of-{best_of_n} {name}")
             for i, reply in enumerate(extra):
                 prompt = chosen[i // best_of_n]
                 bon_rows.append({"policy": name, "prompt_index": prompt["index"], "prompt": prompt["prompt"],
@@ -164,7 +166,7 @@ def score_samples(
         unique = sorted({(p, r) for frame in frames for p, r in zip(frame["prompt"], frame["reply"])},
                         key=lambda pr: (len(pr[0]) + len(pr[1]), pr))
         raw_scores = reward_scores(model, tokenizer, [[{"role": "user", "content": p}] for p, _ in unique],
-                                   [r for _, r in unique], batch_size)
+                                   [r for _, r in unique], batch_size, progress=f"eval: scoring with {name}")
         lookup = dict(zip(unique, raw_scores))
         for frame in frames:
             raw = np.array([lookup[(p, r)] for p, r in zip(frame["prompt"], frame["reply"])], dtype=float)

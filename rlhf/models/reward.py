@@ -20,9 +20,11 @@ def chat_ids(tokenizer, conversation: list[dict[str, str]], reply: str) -> list[
 
 
 def reward_scores(model, tokenizer, conversations: list[list[dict[str, str]]], replies: list[str],
-                  batch_size: int = 64, max_length: int | None = None) -> list[float]:
-    """Scalar reward of each (conversation, reply), tokenised with the chat template as in training."""
+                  batch_size: int = 64, max_length: int | None = None, progress: str | None = None) -> list[float]:
+    """Scalar reward of each (conversation, reply), tokenised with the chat template as in training; a progress
+    bar over the batches is shown when ``progress`` names it."""
     import torch
+    from tqdm import tqdm
 
     device = next(model.parameters()).device
     ids = [chat_ids(tokenizer, conv, reply) for conv, reply in zip(conversations, replies)]
@@ -33,7 +35,7 @@ def reward_scores(model, tokenizer, conversations: list[list[dict[str, str]]], r
     was_training = model.training
     model.eval()
     with torch.no_grad():
-        for start in range(0, len(order), batch_size):
+        for start in tqdm(range(0, len(order), batch_size), desc=progress, unit="batch", disable=progress is None):
             chunk = order[start:start + batch_size]
             width = max(len(ids[i]) for i in chunk)
             input_ids = torch.full((len(chunk), width), tokenizer.pad_token_id, dtype=torch.long)

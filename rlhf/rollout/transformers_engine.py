@@ -97,8 +97,12 @@ class TransformersRolloutEngine:
         return chat_prompt_ids(self.tokenizer, prompts)
 
     @torch.no_grad()
-    def generate(self, prompts: list[str], params: SamplingParams, seed: int) -> list[RolloutSample]:
-        """``len(prompts) * params.n`` samples, prompt-major; reproducible from ``seed``."""
+    def generate(self, prompts: list[str], params: SamplingParams, seed: int,
+                 progress: str | None = None) -> list[RolloutSample]:
+        """``len(prompts) * params.n`` samples, prompt-major; reproducible from ``seed``; a progress bar over
+        the batches is shown when ``progress`` names it."""
+        from tqdm import tqdm
+
         if not prompts:
             return []
         ids = [seq for seq in self.prompt_ids(prompts) for _ in range(params.n)]
@@ -106,7 +110,8 @@ class TransformersRolloutEngine:
         samples: list[RolloutSample] = []
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(seed)
-            for start in range(0, len(ids), self.batch_size):
+            for start in tqdm(range(0, len(ids), self.batch_size), desc=progress, unit="batch",
+                              disable=progress is None):
                 chunk = ids[start:start + self.batch_size]
                 samples.extend(self._generate_chunk(texts[start:start + self.batch_size], chunk, params))
         return samples

@@ -213,7 +213,8 @@ def _evaluate(cfg: RMConfig, model_dir: Path, train_pairs: list[PreferencePair],
 
     def score(pairs: list[PreferencePair], attr: str) -> np.ndarray:
         return np.array(reward_scores(model, tokenizer, [p.conversation() for p in pairs],
-                                      [getattr(p, attr) for p in pairs], cfg.eval.batch_size, cfg.train.max_length))
+                                      [getattr(p, attr) for p in pairs], cfg.eval.batch_size, cfg.train.max_length,
+                                      progress=f"rm eval: {attr} replies"))
 
     rc, rr = score(eval_pairs, "chosen"), score(eval_pairs, "rejected")
     agreement = np.array([p.agreement for p in eval_pairs])
@@ -274,7 +275,7 @@ def _best_of_n(model, tokenizer, prompts: int, n: int, seed: int, batch_size: in
     texts = [[generate_response(p, ResponseQuality.draw(rng, 0.5), rng) for _ in range(n)] for p in held_out]
     gold = np.array([[gold_rubric(p.text, t) for t in row] for p, row in zip(held_out, texts)])
     flat = reward_scores(model, tokenizer, [[{"role": "user", "content": p.text}] for p in held_out for _ in range(n)],
-                         [t for row in texts for t in row], batch_size)
+                         [t for row in texts for t in row], batch_size, progress="rm eval: best-of-n")
     return np.array(flat).reshape(prompts, n), gold
 
 
