@@ -25,7 +25,7 @@ import shutil
 import subprocess
 import tempfile
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -38,6 +38,7 @@ __all__ = [
     "atomic_write_json",
     "atomic_write_text",
     "begin_stage",
+    "build_cache_folder",
     "find_stage_dir",
     "hash_path",
     "lineage",
@@ -82,6 +83,25 @@ def atomic_write_text(path: str | Path, text: str) -> None:
 def atomic_write_json(path: str | Path, obj: Any) -> None:
     """Atomic JSON write, keys sorted, two-space indent."""
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def build_cache_folder(target: Path, write: Callable[[Path], None]) -> Path:
+    """Create the cache folder ``target`` by ``write(staging)`` into a hidden sibling and one rename, so that
+    readers never see half of it; when a concurrent builder renamed first, its folder is kept."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        staging.chmod(0o755)
+        write(staging)
+        try:
+            os.replace(staging, target)
+        except OSError:
+            if not (target / "config.json").is_file():
+                raise
+    finally:
+        if staging.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+    return target
 
 
 def sha256_file(path: Path) -> str:

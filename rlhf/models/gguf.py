@@ -11,12 +11,9 @@ loaders never see half a folder and a changed file gets a new folder.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
-from rlhf.core.artifacts import sha256_file
+from rlhf.core.artifacts import build_cache_folder, sha256_file
 from rlhf.core.errors import UserError
 from rlhf.core.paths import cache_root
 
@@ -41,20 +38,7 @@ def materialize_gguf(gguf_file: str | Path) -> Path:
         import gguf  # noqa: F401  (transformers needs it to read the file)
     except ImportError as err:
         raise UserError("reading a .gguf model needs the 'gguf' package; run: pip install gguf") from err
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        staging.chmod(0o755)
-        _convert(gguf_file, staging)
-        try:
-            os.replace(staging, target)
-        except OSError:
-            if not (target / "config.json").is_file():
-                raise
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
-    return target
+    return build_cache_folder(target, lambda staging: _convert(gguf_file, staging))
 
 
 def _convert(gguf_file: Path, out: Path) -> None:
