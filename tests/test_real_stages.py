@@ -122,6 +122,26 @@ def test_generate_stage_writes_candidates_that_load_as_a_dataset(smollm2, root):
     assert len(rows) == 3 and all(IM_END not in json.dumps(row) for row in rows)
 
 
+def test_sft_trains_on_the_reply_and_its_im_end_only(smollm2, tmp_path):
+    """TRL's completion-only labels on SmolLM2's template: the prompt (system and user turns) is masked, the
+    reply and its closing ``<|im_end|>`` are learned."""
+    from trl import SFTTrainer
+
+    from rlhf.models.loader import load_model, load_tokenizer
+    from rlhf.stages.sft import to_dataset, trainer_config
+
+    cfg = load_config(None, [f"model.name_or_path={smollm2}", "train.max_length=128"], expect_stage="sft")
+    tok = load_tokenizer(str(smollm2))
+    trainer = SFTTrainer(model=load_model(str(smollm2), "policy", device="cpu"),
+                         args=trainer_config(cfg, tmp_path, "cpu"),  # type: ignore[arg-type]
+                         train_dataset=to_dataset([{"prompt": PROMPTS[0], "completion": "It ships tomorrow."}]),
+                         processing_class=tok)
+    row = trainer.train_dataset[0]
+    assert tok.decode(row["input_ids"]).startswith("<|im_start|>system")
+    learned = [i for i, label in zip(row["input_ids"], row["labels"]) if label != -100]
+    assert tok.decode(learned).rstrip("\n") == f"It ships tomorrow.{IM_END}"
+
+
 @pytest.fixture(scope="module")
 def sft_run(smollm2, root) -> Path:
     from rlhf.stages.sft import run_sft

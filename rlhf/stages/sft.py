@@ -35,7 +35,7 @@ from rlhf.trainers.hf import (
     save_model,
 )
 
-__all__ = ["SFTConfig", "run_sft", "trainer_config"]
+__all__ = ["SFTConfig", "run_sft", "to_dataset", "trainer_config"]
 
 
 def _demo_corpus_file(cfg: SFTConfig) -> Path:
@@ -73,7 +73,9 @@ def _read_corpus(path: Path) -> list[dict]:
     return rows
 
 
-def _to_dataset(rows: list[dict]):
+def to_dataset(rows: list[dict]):
+    """Conversational prompt-completion rows for TRL: the tokenizer's own chat template renders them, and the
+    loss covers the completion (the reply and its end-of-turn token) only."""
     from datasets import Dataset
 
     return Dataset.from_list([
@@ -128,7 +130,7 @@ def _train(cfg: SFTConfig, run: StageRun, corpus_path: Path, base: str, prompts:
 
         peft_config = _lora_config(cfg.model.lora, "CAUSAL_LM")
     trainer = SFTTrainer(
-        model=model, args=args, train_dataset=_to_dataset(rows), processing_class=tokenizer,
+        model=model, args=args, train_dataset=to_dataset(rows), processing_class=tokenizer,
         peft_config=peft_config,
         callbacks=[JsonlMetricsCallback(run.path("metrics.jsonl"), prefix="train/"), no_final_checkpoint()],
     )
