@@ -1,7 +1,7 @@
 # Two commands on a fresh machine (each does its own set-up):
 #   make quickstart   run the main job: a whole RLHF round on the embedded defaults
 #   make test         run the test suite
-.PHONY: quickstart test test-fast test-real bootstrap system-deps lint
+.PHONY: quickstart smollm2-round test test-fast test-real bootstrap system-deps lint
 
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -15,6 +15,11 @@ system-deps:
 
 quickstart: bootstrap system-deps
 	$(VENV)/bin/rlhf pipeline configs/quickstart.yaml
+
+# The same round on the real SmolLM2-135M-Instruct model (fetched once); about an hour on 2 CPU cores.
+smollm2-round: bootstrap system-deps
+	@scripts/fetch-smollm2.sh >/dev/null
+	$(VENV)/bin/rlhf pipeline configs/smollm2/round.yaml
 
 test: bootstrap system-deps
 	$(PY) -m pytest -q
