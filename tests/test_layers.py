@@ -22,7 +22,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("core", "utils"),
     ("rl", "models", "data", "world", "preferences"),
     ("rollout",),
-    ("roles", "trainers", "eval", "labeling"),
+    ("roles", "trainers", "eval", "labeling", "serving"),
     ("configs",),
     ("stages",),
     ("cli",),

@@ -27,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     Stage commands come from the stage table; building the parser imports no config model, no recipe and no
     torch (``rlhf --help`` and every ``rlhf <command> --help`` answer at once).
     """
-    from rlhf.cli import label_cmd, submit_cmd
+    from rlhf.cli import feedback_cmd, label_cmd, submit_cmd
     from rlhf.cli.common import CommandParser
     from rlhf.cli.stage_cmd import add_actions_parser, add_stage_parser, add_train_parser, command_subparsers
     from rlhf.stages import stage
@@ -52,6 +52,8 @@ def build_parser() -> argparse.ArgumentParser:
     })
     add_stage_parser(subparsers, stage("report"))
     submit_cmd.add_parser(subparsers)
+    add_stage_parser(subparsers, stage("serve"))
+    feedback_cmd.add_parser(subparsers)
     pipeline = add_stage_parser(subparsers, stage("pipeline"))
     pipeline.add_argument("--wait-for-humans", action="store_true",
                           help="print the UI address and wait for people to rank instead of simulated annotators")

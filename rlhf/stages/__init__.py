@@ -68,6 +68,10 @@ STAGES: tuple[Stage, ...] = (
           "an HTML report of an eval stage, with lineage back to the annotations", submit=True),
     Stage("pipeline", ("pipeline",), "rlhf.configs.pipeline:PipelineConfig", "rlhf.stages.pipeline:run_pipeline",
           "a whole RLHF round (or several), every stage wired to the next"),
+    Stage("serve", ("serve",), "rlhf.configs.serve:ServeConfig", "rlhf.stages.serve:run_serve",
+          "serve a checkpoint behind an OpenAI-compatible API on Ray Serve, with feedback and metrics"),
+    Stage("feedback", ("feedback",), "rlhf.configs.serve:FeedbackConfig", None,
+          "served feedback: export a window as the next round's prompts, or forget a user"),
     Stage("label", ("label",), "rlhf.labeling.config:LabelingConfig", None,
           "the Argilla labeling service: serve, users, workspaces"),
 )

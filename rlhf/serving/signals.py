@@ -1,0 +1,56 @@
+"""Implicit feedback derived from the conversation itself, as pure functions: which conversation a request
+continues, whether the user's new message re-asks the previous one (a rephrase: the last reply did not
+answer), and whether it asks for a human. OpenAI-style clients send the whole history with every request, so
+none of this needs client cooperation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+
+__all__ = ["asks_for_human", "conversation_id", "is_rephrase", "jaccard", "user_turns"]
+
+_WORD = re.compile(r"[a-z0-9']+")
+_HUMAN = re.compile(
+    r"\b(talk|speak|chat|connect|transfer|put)\b[^.?!]{0,30}\b(human|person|agent|someone|representative|operator|"
+    r"manager|real)\b|\bhuman (agent|please)\b|\bescalat", re.IGNORECASE)
+# Short function words say nothing about whether two messages ask the same thing.
+_STOP = frozenset("a an the i my me to is it of and or for on in at you your can could would please do does "
+                  "what how when where why with this that be am are was".split())
+
+
+def user_turns(messages: list[dict[str, str]]) -> list[str]:
+    return [m["content"] for m in messages if m.get("role") == "user"]
+
+
+def conversation_id(user: str | None, messages: list[dict[str, str]], given: str | None = None) -> str:
+    """The client's conversation id when it sends one, else a hash of the user and the first user message
+    (stable across the turns of one conversation, since every request repeats the history)."""
+    if given:
+        return hashlib.sha256(f"given:{user}:{given}".encode()).hexdigest()[:32]
+    first = next(iter(user_turns(messages)), "")
+    return hashlib.sha256(f"derived:{user}:{first}".encode()).hexdigest()[:32]
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in _WORD.findall(text.lower()) if w not in _STOP}
+
+
+def jaccard(a: str, b: str) -> float:
+    """Word-set Jaccard similarity of two messages, function words left out (0 when either is empty)."""
+    wa, wb = _content_words(a), _content_words(b)
+    if not wa or not wb:
+        return 0.0
+    return len(wa & wb) / len(wa | wb)
+
+
+def is_rephrase(previous: str, current: str, threshold: float) -> bool:
+    """The user asks again what they asked before: similar content words, not the very same text typed
+    twice by a double submit."""
+    return previous.strip() != current.strip() and jaccard(previous, current) >= threshold
+
+
+def asks_for_human(text: str) -> bool:
+    """The message asks to be handed to a person ("can I talk to a human", "escalate this")."""
+    return bool(_HUMAN.search(text))
