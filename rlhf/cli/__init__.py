@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     submit_cmd.add_parser(subparsers)
     add_stage_parser(subparsers, stage("serve"))
     feedback_cmd.add_parser(subparsers)
+    add_stage_parser(subparsers, stage("monitor"))
     pipeline = add_stage_parser(subparsers, stage("pipeline"))
     pipeline.add_argument("--wait-for-humans", action="store_true",
                           help="print the UI address and wait for people to rank instead of simulated annotators")

@@ -18,7 +18,7 @@ from typing import Any, Literal
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, PlainTextResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -327,6 +327,14 @@ def build_api(service: ChatService):
     async def metrics():
         return PlainTextResponse(await run_in_threadpool(service.metrics),
                                  media_type="text/plain; version=0.0.4")
+
+    @app.get("/chat")
+    async def chat_page():
+        from importlib.resources import files
+
+        page = files("rlhf.serving").joinpath("static/chat.html").read_text(encoding="utf-8")
+        return HTMLResponse(page, headers={"Content-Security-Policy": "default-src 'self'; script-src 'self' "
+                                           "'unsafe-inline'; style-src 'unsafe-inline'; object-src 'none'"})
 
     @app.get("/healthz")
     async def health():

@@ -61,11 +61,23 @@ class ChatEngine:
     def _kwargs(self, ids: list[int], temperature: float, top_p: float, max_tokens: int) -> dict:
         tok = self.tokenizer
         greedy = temperature == 0
-        return dict(input_ids=torch.tensor([ids], device=self.device),
-                    attention_mask=torch.ones((1, len(ids)), dtype=torch.long, device=self.device),
-                    max_new_tokens=max_tokens, do_sample=not greedy, temperature=None if greedy else temperature,
-                    top_p=None if greedy or top_p == 1.0 else top_p, eos_token_id=tok.eos_token_id,
-                    pad_token_id=tok.pad_token_id, use_cache=True)
+        return {"input_ids": torch.tensor([ids], device=self.device),
+                "attention_mask": torch.ones((1, len(ids)), dtype=torch.long, device=self.device),
+                "max_new_tokens": max_tokens, "do_sample": not greedy,
+                "temperature": None if greedy else temperature,
+                "top_p": None if greedy or top_p == 1.0 else top_p, "eos_token_id": tok.eos_token_id,
+                "pad_token_id": tok.pad_token_id, "use_cache": True}
+
+    def _finished(self, prompt_len: int, sequence: torch.Tensor, text: str | None = None) -> Generation:
+        """The reply's tokens up to and including EOS ("stop"), or all of them ("length")."""
+        new = sequence[prompt_len:].tolist()
+        eos = self.tokenizer.eos_token_id
+        finished = eos in new
+        if finished:
+            new = new[:new.index(eos) + 1]
+        if text is None:
+            text = self.tokenizer.decode([t for t in new if t != eos], skip_special_tokens=True)
+        return Generation(text.strip(), prompt_len, len(new), "stop" if finished else "length")
 
     @torch.no_grad()
     def generate(self, messages: list[dict[str, str]], temperature: float, top_p: float,
@@ -73,13 +85,7 @@ class ChatEngine:
         ids = self.prompt_ids(messages)
         with self._lock, bare_generation_config(self.model, self.tokenizer):
             out = self.model.generate(**self._kwargs(ids, temperature, top_p, max_tokens))
-        new = out[0, len(ids):].tolist()
-        eos = self.tokenizer.eos_token_id
-        finished = eos in new
-        if finished:
-            new = new[:new.index(eos) + 1]
-        text = self.tokenizer.decode([t for t in new if t != eos], skip_special_tokens=True).strip()
-        return Generation(text, len(ids), len(new), "stop" if finished else "length")
+        return self._finished(len(ids), out[0])
 
     def stream(self, messages: list[dict[str, str]], temperature: float, top_p: float,
                max_tokens: int) -> Iterator[str | Generation]:
@@ -96,7 +102,7 @@ class ChatEngine:
                 with torch.no_grad(), self._lock, bare_generation_config(self.model, self.tokenizer):
                     result["out"] = self.model.generate(**self._kwargs(ids, temperature, top_p, max_tokens),
                                                         streamer=streamer)
-            except BaseException as err:  # surfaced to the caller after the streamer ends
+            except Exception as err:  # noqa: BLE001 - re-raised in the caller once the streamer ends
                 failure.append(err)
                 streamer.end()
 
@@ -110,9 +116,4 @@ class ChatEngine:
         thread.join()
         if failure:
             raise failure[0]
-        new = result["out"][0, len(ids):].tolist()
-        eos = self.tokenizer.eos_token_id
-        finished = eos in new
-        if finished:
-            new = new[:new.index(eos) + 1]
-        yield Generation("".join(pieces).strip(), len(ids), len(new), "stop" if finished else "length")
+        yield self._finished(len(ids), result["out"][0], "".join(pieces))

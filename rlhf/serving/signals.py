@@ -16,8 +16,9 @@ _HUMAN = re.compile(
     r"\b(talk|speak|chat|connect|transfer|put)\b[^.?!]{0,30}\b(human|person|agent|someone|representative|operator|"
     r"manager|real)\b|\bhuman (agent|please)\b|\bescalat", re.IGNORECASE)
 # Short function words say nothing about whether two messages ask the same thing.
-_STOP = frozenset("a an the i my me to is it of and or for on in at you your can could would please do does "
-                  "what how when where why with this that be am are was".split())
+_STOP = frozenset(("a", "an", "the", "i", "my", "me", "to", "is", "it", "of", "and", "or", "for", "on", "in", "at",
+                   "you", "your", "can", "could", "would", "please", "do", "does", "what", "how", "when", "where",
+                   "why", "with", "this", "that", "be", "am", "are", "was"))
 
 
 def user_turns(messages: list[dict[str, str]]) -> list[str]:

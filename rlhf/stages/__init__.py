@@ -72,6 +72,8 @@ STAGES: tuple[Stage, ...] = (
           "serve a checkpoint behind an OpenAI-compatible API on Ray Serve, with feedback and metrics"),
     Stage("feedback", ("feedback",), "rlhf.configs.serve:FeedbackConfig", None,
           "served feedback: export a window as the next round's prompts, or forget a user"),
+    Stage("monitor", ("monitor",), "rlhf.configs.monitor:MonitorConfig", "rlhf.stages.monitor:run_monitor",
+          "an HTML report of the served model over a time window: latency, feedback, flags, RM drift, alerts"),
     Stage("label", ("label",), "rlhf.labeling.config:LabelingConfig", None,
           "the Argilla labeling service: serve, users, workspaces"),
 )
