@@ -151,9 +151,10 @@ class ChatService:
         if self.model.system_prompt and messages[0]["role"] != "system":
             messages.insert(0, {"role": "system", "content": self.model.system_prompt})
         n_prompt = len(self.engine.prompt_ids(messages))
-        if n_prompt > self.limits.max_prompt_tokens:
-            raise ApiError(413, f"the conversation is {n_prompt} tokens, the limit is {self.limits.max_prompt_tokens}",
-                           "prompt_too_long")
+        limit = min(self.limits.max_prompt_tokens, self.engine.context - max_tokens)
+        if n_prompt > limit:
+            raise ApiError(413, f"the conversation is {n_prompt} tokens, the limit is {limit} (with max_tokens "
+                                f"{max_tokens})", "prompt_too_long")
         flags = run_checks(self.prompt_checks, messages[-1]["content"])
         blocked = sorted(set(flags) & set(self.guards.block_flags))
         if blocked:
@@ -266,10 +267,12 @@ def build_api(service: ChatService):
     app = FastAPI(title="rlhf-pipeline chat", docs_url=None, redoc_url=None)
 
     @app.exception_handler(RequestValidationError)
-    async def invalid_query(_request: Request, exc: RequestValidationError):
+    async def invalid_query(request: Request, exc: RequestValidationError):
         first = exc.errors()[0]
         where = ".".join(str(p) for p in first["loc"])
-        return error(ApiError(400, f"invalid request: {where}: {first['msg']}", "invalid_request"))
+        response = error(ApiError(400, f"invalid request: {where}: {first['msg']}", "invalid_request"))
+        await run_in_threadpool(service.store.log_request, request.url.path, response.status_code, 0.0)
+        return response
 
     def error(err: ApiError) -> JSONResponse:
         kind = "invalid_request_error" if err.status < 500 else "server_error"
@@ -291,7 +294,7 @@ def build_api(service: ChatService):
             service.authorize(request.headers.get("authorization"))
             return JSONResponse({"object": "list", "data": [
                 {"id": service.model.name, "object": "model", "created": 0, "owned_by": "rlhf-pipeline"}]})
-        return await logged("models", time.perf_counter(), call)
+        return await logged("/v1/models", time.perf_counter(), call)
 
     @app.post("/v1/chat/completions")
     async def chat(request: Request):
@@ -303,7 +306,7 @@ def build_api(service: ChatService):
                 events = await run_in_threadpool(service.chat_stream, req)
                 return StreamingResponse(events, media_type="text/event-stream")
             return JSONResponse(await run_in_threadpool(service.chat, req))
-        return await logged("chat", time.perf_counter(), call)
+        return await logged("/v1/chat/completions", time.perf_counter(), call)
 
     @app.post("/v1/feedback")
     async def feedback(request: Request):
@@ -313,7 +316,7 @@ def build_api(service: ChatService):
             req = service.parse(await request.body(), FeedbackRequest)
             result = await run_in_threadpool(service.feedback, req, key == service.auth.admin_key)
             return JSONResponse(result)
-        return await logged("feedback", time.perf_counter(), call)
+        return await logged("/v1/feedback", time.perf_counter(), call)
 
     @app.get("/v1/admin/export")
     async def export(request: Request, since: float = 0.0, until: float | None = None):
@@ -321,7 +324,7 @@ def build_api(service: ChatService):
             service.authorize(request.headers.get("authorization"), admin=True)
             rows = await run_in_threadpool(service.export, since, time.time() if until is None else until)
             return JSONResponse({"object": "list", "data": rows})
-        return await logged("export", time.perf_counter(), call)
+        return await logged("/v1/admin/export", time.perf_counter(), call)
 
     @app.get("/metrics")
     async def metrics():

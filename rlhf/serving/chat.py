@@ -50,6 +50,11 @@ class ChatEngine:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
+    @property
+    def context(self) -> int:
+        """The longest sequence (conversation and reply) the model takes."""
+        return int(getattr(self.model.config, "max_position_embeddings", None) or 2048)
+
     def prompt_ids(self, messages: list[dict[str, str]]) -> list[int]:
         """Token ids of the conversation in the model's chat template, the assistant turn opened."""
         ids = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True,
