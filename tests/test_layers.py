@@ -1,6 +1,6 @@
 """The layers contract: imports inside ``rlhf`` run one way, from the command line down to the core.
 
-    cli  ->  stages  ->  configs  ->  roles, trainers, eval, labeling  ->  rollout  ->  rl, models, data,
+    cli  ->  stages  ->  configs  ->  roles, trainers, eval, labeling, serving  ->  rollout  ->  rl, models, data,
     world, preferences  ->  core, utils
 
 A module may import its own layer or the layers below it, never one above; no two packages import each

@@ -63,8 +63,12 @@ def _rubric(spec: str) -> Callable[[str, str], float]:
     return getattr(importlib.import_module(module), name)
 
 
-def _rephrase(question: str, rng: random.Random) -> str:
-    lead = rng.choice(("Sorry, that does not answer it.", "That is not what I asked.", "Let me ask again."))
+LEADS: tuple[str, ...] = ("Sorry, that does not answer it.", "That is not what I asked.", "Let me ask again.")
+
+
+def _rephrase(question: str, previous: str, rng: random.Random) -> str:
+    """The question again with a lead of annoyance, never the very text the customer sent last."""
+    lead = rng.choice([lead for lead in LEADS if not previous.startswith(lead)])
     return f"{lead} {question}"
 
 
@@ -121,7 +125,7 @@ def simulate_customers(base_url: str, api_key: str, conversations: int, seed: in
                     action = rng.choice(ACTIONS) if turn < max_turns - 1 else "last"
                 log.turns.append(Turn(number, user, question, prompt.text, completion.id, reply, score, action))
                 if action == "rephrase":
-                    question = _rephrase(prompt.text, rng)
+                    question = _rephrase(prompt.text, question, rng)
                 elif action == "ask_human":
                     question = HUMAN_PLEASE
                 elif action == "escalate":

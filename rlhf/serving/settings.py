@@ -27,7 +27,8 @@ __all__ = [
 class ServedModel(StrictModel):
     """The checkpoint behind the API and how replies are sampled by default."""
 
-    path: str = Field("tiny", description="model folder, stage folder (its model/), .gguf file, hub id or 'tiny'")
+    path: str = Field("runs/quickstart", description="model folder, stage folder (its model/), .gguf file, hub id, "
+                                                     "or a pipeline's run root (its last round's best policy)")
     name: str = Field("rlhf-policy", pattern=r"^[A-Za-z0-9_.:/-]+$",
                       description="the model id clients send and /v1/models lists")
     dtype: Literal["float32", "bfloat16", "float16"] = Field("float32", description="weights dtype")

@@ -5,20 +5,39 @@ non-blocking part that tests and the load benchmark use.
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 from rlhf.configs.serve import ServeConfig
 from rlhf.core.cluster import connect_ray
+from rlhf.core.errors import UserError
 
-__all__ = ["run_serve", "start_serve", "stop_serve"]
+__all__ = ["run_serve", "served_path", "start_serve", "stop_serve"]
+
+
+def served_path(path: str) -> str:
+    """``model.path`` as given, or, for a pipeline's run root (it holds ``pipeline-summary.json``), the best
+    policy of its last round."""
+    summary_file = Path(path).expanduser() / "pipeline-summary.json"
+    if not summary_file.is_file():
+        return path
+    last = json.loads(summary_file.read_text())["rounds"][-1]
+    best = last["policies"].get(last["best"])
+    if best is None:
+        raise UserError(f"{path}: round {last['round']} kept its starting policy '{last['best']}' (no trained policy "
+                        "beat it); set model.path to that policy's folder")
+    return best
 
 
 def start_serve(cfg: ServeConfig) -> str:
     """Connect to (or start) Ray, deploy the app and wait until it answers; returns its base URL."""
     from rlhf.serving.deployment import start
 
+    sections = cfg.sections()
+    sections["model"]["path"] = served_path(cfg.model.path)
     connect_ray(cfg.ray.address, cfg.ray.num_cpus, cfg.ray.object_store_mb)
-    return start(cfg.sections(), cfg.http)
+    return start(sections, cfg.http)
 
 
 def stop_serve() -> None:
@@ -29,7 +48,7 @@ def stop_serve() -> None:
 
 def run_serve(cfg: ServeConfig) -> None:
     url = start_serve(cfg)
-    print(f"serving {cfg.model.name} ({cfg.model.path}) at {url}/v1 (OpenAI API; feedback at {url}/v1/feedback, "
+    print(f"serving {cfg.model.name} ({served_path(cfg.model.path)}) at {url}/v1 (OpenAI API; feedback at {url}/v1/feedback, "
           f"metrics at {url}/metrics, store {cfg.store.url}); Ctrl-C stops", flush=True)
     try:
         while True:
