@@ -51,3 +51,28 @@ def test_prompt_offset_skips_earlier_prompts_and_names_the_fix_when_none_are_lef
     assert [r["id"] for r in _load_prompts(PromptSource(path=str(prompts), limit=9, offset=4), seed=0)] == ["p4"]
     with pytest.raises(UserError, match="holds 5 prompts, all before prompts.offset=5"):
         _load_prompts(PromptSource(path=str(prompts), limit=2, offset=5), seed=0)
+
+
+def test_human_replies_from_an_escalation_join_the_candidates_through_prepare(tmp_path):
+    """A feedback export's prompt carries the support agent's reply; after ``prepare`` it is one of the
+    prompt's candidates (policy 'human'), and ``prompts.human_replies=false`` leaves it out."""
+    from rlhf.stages.prepare import run_prepare
+
+    model = build_tiny_model(TinyModelConfig())
+    export = tmp_path / "export.jsonl"
+    human = "Hello Maya, your parcel left the warehouse today and arrives on Friday. Thank you!"
+    export.write_text("".join(json.dumps({"id": f"f{i}", "prompt": f"Where is my order #K4821{i}?", "metadata": {
+        "source": "feedback", "signals": {"escalate": 1}, "human_replies": [human] if i == 0 else []}}) + "\n"
+        for i in range(6)))
+    prepared = run_prepare(load_config(None, [f"run.root={tmp_path / 'runs'}", "source.kind=file",
+                                              f"source.path={export}", "split.eval_fraction=0"],
+                                       expect_stage="prepare"))
+    common = [f"run.root={tmp_path / 'runs'}", f"prompts.path={prepared / 'prompts' / 'train.jsonl'}",
+              f"policies=[{{name: sft, path: {model}}}]", "sampling.n=2", "sampling.max_new_tokens=8"]
+    rows = read_candidates(run_generate(load_config(None, common, expect_stage="generate")))
+    humans = [(r["prompt"], c["text"]) for r in rows for c in r["candidates"] if c["policy"] == "human"]
+    assert humans == [("Where is my order #K48210?", human)]
+    assert all(r["metadata"]["source"] == "feedback" for r in rows)
+    rows = read_candidates(run_generate(load_config(None, [*common, "prompts.human_replies=false"],
+                                                    expect_stage="generate")))
+    assert not any(c["policy"] == "human" for r in rows for c in r["candidates"])

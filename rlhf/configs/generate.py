@@ -22,6 +22,8 @@ class PromptSource(StrictModel):
     limit: int = Field(50, ge=1, description="answer at most this many prompts (file order)")
     offset: int = Field(0, ge=0, description="skip this many prompts first (file order; the pipeline moves it on "
                         "each round, so every round ranks new prompts)")
+    human_replies: bool = Field(True, description="a prompt's metadata.human_replies (support staff's answers to "
+                                "escalations, from rlhf feedback export) join its candidates as policy 'human'")
 
 
 class PolicySpec(StrictModel):

@@ -146,6 +146,9 @@ def _load_jsonl(path: Path, prompt_field: str) -> list[PromptRecord]:
         if prompt_field not in obj:
             raise _missing(path, "line", number, prompt_field, list(obj))
         metadata = {k: v for k, v in obj.items() if k != prompt_field}
+        if isinstance(metadata.get("metadata"), dict):  # a prompts file of ours (id, prompt, metadata): one level
+            nested = metadata.pop("metadata")
+            metadata = {**nested, **metadata}
         records.append(_make_record(path, "line", number, obj[prompt_field], metadata, prompt_field))
     return records
 

@@ -94,6 +94,14 @@ def run_generate(cfg: GenerateConfig) -> Path:
                         "finished": sample.finished,
                     }
             del engine
+        if cfg.prompts.human_replies:
+            for prompt in prompts:
+                for text in prompt["metadata"].get("human_replies") or []:
+                    cid = candidate_id(prompt["id"], text)
+                    if isinstance(text, str) and text.strip() and cid not in by_prompt[prompt["id"]]:
+                        by_prompt[prompt["id"]][cid] = {"id": cid, "text": text.strip(), "policy": "human",
+                                                        "sampling": None, "seed": None, "logprob": None,
+                                                        "tokens": None, "finished": True}
         rows = [{"prompt_id": p["id"], "prompt": p["prompt"], "metadata": p["metadata"],
                  "candidates": list(by_prompt[p["id"]].values())} for p in prompts]
         atomic_write_text(run.path("candidates.jsonl"), "".join(json.dumps(r) + "\n" for r in rows))
