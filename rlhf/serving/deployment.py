@@ -87,6 +87,7 @@ def start(sections: dict[str, Any], http: HTTPSettings) -> str:
 
 
 def stop() -> None:
-    """Remove the app and shut Serve down on the connected cluster."""
+    """Remove the app; shut Serve down too when no other application runs on the cluster."""
     serve.delete(APP_NAME)
-    serve.shutdown()
+    if not serve.status().applications:
+        serve.shutdown()

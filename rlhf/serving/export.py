@@ -1,5 +1,6 @@
 """From a window of feedback to the next round's prompts: every reply that drew a negative signal (thumbs-down,
-escalation, an ask for a human, a rephrase, an abandoned conversation) gives back the user's question it failed,
+escalation, an ask for a human, a rephrase, an abandoned conversation) gives back the user's message it failed
+(rephrased questions included; a bare request for a human is a signal, not a question, and is left out),
 deduplicated by normalised text, with provenance (reply ids, signals, model, conversation, time) in its
 metadata and any human reply written for an escalation. The file is a prompts JSONL (``prompt``, ``id``,
 ``metadata``) that ``prepare`` (``source.kind: file``), ``generate`` (``prompts.path``) and the pipeline read.
@@ -15,6 +16,7 @@ from typing import Any
 
 from rlhf.core.artifacts import atomic_write_text
 from rlhf.data.prompts import normalize_text, prompt_id
+from rlhf.serving.signals import asks_for_human
 from rlhf.serving.store import FeedbackStore
 
 __all__ = ["NEGATIVE_KINDS", "export_rows", "write_export"]
@@ -38,7 +40,7 @@ def export_rows(store: FeedbackStore, since: float, until: float, abandon_after_
         if not bad or "thumbs_up" in {e["kind"] for e in events}:
             continue
         text = normalize_text(reply["prompt"])
-        if not text:
+        if not text or asks_for_human(text):  # a signal about the reply before it, not a question to answer
             continue
         key = prompt_id(text)
         row = rows.setdefault(key, {"id": key, "prompt": text, "metadata": {

@@ -160,3 +160,11 @@ def test_window_summary_and_prometheus_text(store):
     assert "rlhf_serve_replies_total 4" in text and 'rlhf_serve_flags_total{flag="pii_in_reply"} 3' in text
     assert 'rlhf_serve_requests_total{route="/v1/chat/completions",status="401"} 1' in text
     assert 'rlhf_serve_feedback_total{kind="ask_human",source="implicit"} 1' in text
+
+
+def test_a_bare_request_for_a_human_is_a_signal_not_an_exported_question(store):
+    _reply(store, "q", question="Where is my order #K12345?", conv="c", turn=1)
+    _reply(store, "h", question="Can I talk to a human agent, please?", conv="c", turn=2)
+    store.add_feedback("q", "ask_human", source="implicit")
+    store.add_feedback("h", "thumbs_down")
+    assert [r["prompt"] for r in export_rows(store, 0, 2000)] == ["Where is my order #K12345?"]
