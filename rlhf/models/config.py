@@ -46,6 +46,11 @@ class LoraSettings(StrictModel):
         "both", description="'both': merged weights in model/ and the PEFT adapter in adapter/; 'merged': model/ "
         "only; 'adapter': model/ holds the adapter alone (loaded on its base through PEFT; not for vLLM)")
 
+    @property
+    def saved(self) -> Literal["both", "merged", "adapter"] | None:
+        """What a trained model keeps of its adapters: ``save`` with LoRA on, None without LoRA."""
+        return self.save if self.enabled else None
+
 
 class ModelConfig(StrictModel):
     """Which model to load and how: a hub id, a local path, or 'tiny' for the built-in tiny model."""

@@ -174,7 +174,7 @@ def _train(cfg: DPOConfig, run: StageRun, pairs: list[PreferencePair], summary: 
     final = run_on_ray(trl_worker, payload, cfg.resources, storage=run.path("ray"), name="dpo")
     target = run.path("model")
     publish_staged(staging, target)
-    lora_save = cfg.model.lora.save if cfg.model.lora.enabled else None
+    lora_save = cfg.model.lora.saved
     if lora_save == "both":
         publish_staged(run.path(".adapter.partial"), run.path("adapter"))
 

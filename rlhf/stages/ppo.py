@@ -365,7 +365,7 @@ def _train(cfg: PPOConfig, run: StageRun, policy_path: str) -> Path:
         bar.close()
 
         # ------------------------------------------------------------ save
-        lora_save = cfg.model.lora.save if cfg.model.lora.enabled else None
+        lora_save = cfg.model.lora.saved
         if lora_save in ("adapter", "both"):
             folder = run.path("model" if lora_save == "adapter" else "adapter")
             ray.get([p.save_adapter.remote(str(folder)) for p in roles.policy])

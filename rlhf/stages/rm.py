@@ -178,7 +178,7 @@ def _train(cfg: RMConfig, run: StageRun, pairs: list[PreferencePair], summary: d
     final = run_on_ray(trl_worker, {**payload, "trainer": "reward"}, cfg.resources, storage=run.path("ray"), name="rm")
     target = run.path("model")
     publish_staged(staging, target)
-    lora_save = cfg.model.lora.save if cfg.model.lora.enabled else None
+    lora_save = cfg.model.lora.saved
     if lora_save == "both":
         publish_staged(run.path(".adapter.partial"), run.path("adapter"))
 

@@ -143,7 +143,7 @@ def _train(cfg: SFTConfig, run: StageRun, corpus_path: Path, base: str, prompts:
     os.environ["TENSORBOARD_LOGGING_DIR"] = str(run.path("tensorboard"))
     trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     trained = trainer.model
-    lora_save = cfg.model.lora.save if cfg.model.lora.enabled else None
+    lora_save = cfg.model.lora.saved
     if lora_save:
         trained = save_lora(trained, tokenizer, run.path("model"), run.path("adapter"), lora_save)
     else:
