@@ -177,7 +177,7 @@ class ChatService:
             latency_ms=(time.perf_counter() - started) * 1000, prompt_tokens=gen.prompt_tokens,
             completion_tokens=gen.completion_tokens, finish_reason=gen.finish_reason, flags=flags))
         if previous is not None and len(turns) >= 2:
-            if is_rephrase(turns[-2], turns[-1], self.signals.rephrase_similarity):
+            if is_rephrase(turns[:-1], turns[-1], self.signals.rephrase_similarity):
                 self.store.add_feedback(previous["id"], "rephrase", source="implicit",
                                         event_id=f"rephrase:{previous['id']}")
             if asks_for_human(turns[-1]):

@@ -128,8 +128,8 @@ class GuardSettings(StrictModel):
 class SignalSettings(StrictModel):
     """Thresholds of the implicit signals the server derives from conversations."""
 
-    rephrase_similarity: float = Field(0.5, gt=0, le=1, description="word-set Jaccard similarity above which a "
-                                                                    "user's next message re-asks the last one")
+    rephrase_similarity: float = Field(0.6, gt=0, le=1, description="share of an earlier message's content words "
+                                       "that a user's new message repeats, from which it re-asks it (a rephrase)")
     abandon_after_s: float = Field(1800.0, gt=0, description="a conversation whose last reply got thumbs-down or "
                                                              "a rephrase and no message since is abandoned after this")
     categorizer: str = Field("rlhf.world.prompts:intent_of",

@@ -1,5 +1,5 @@
 """Implicit feedback derived from the conversation itself, as pure functions: which conversation a request
-continues, whether the user's new message re-asks the previous one (a rephrase: the last reply did not
+continues, whether the user's new message re-asks an earlier one (a rephrase: the last reply did not
 answer), and whether it asks for a human. OpenAI-style clients send the whole history with every request, so
 none of this needs client cooperation.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-__all__ = ["asks_for_human", "conversation_id", "is_rephrase", "jaccard", "user_turns"]
+__all__ = ["asks_for_human", "conversation_id", "is_rephrase", "reask_share", "user_turns"]
 
 _WORD = re.compile(r"[a-z0-9']+")
 _HUMAN = re.compile(
@@ -38,18 +38,19 @@ def _content_words(text: str) -> set[str]:
     return {w for w in _WORD.findall(text.lower()) if w not in _STOP}
 
 
-def jaccard(a: str, b: str) -> float:
-    """Word-set Jaccard similarity of two messages, function words left out (0 when either is empty)."""
-    wa, wb = _content_words(a), _content_words(b)
-    if not wa or not wb:
+def reask_share(earlier: str, current: str) -> float:
+    """The share of an earlier message's content words (function words left out) that ``current`` repeats;
+    0 when the earlier message has fewer than two (a "thanks" is not a question to re-ask)."""
+    words = _content_words(earlier)
+    if len(words) < 2:
         return 0.0
-    return len(wa & wb) / len(wa | wb)
+    return len(words & _content_words(current)) / len(words)
 
 
-def is_rephrase(previous: str, current: str, threshold: float) -> bool:
-    """The user asks again what they asked before: similar content words, not the very same text typed
-    twice by a double submit."""
-    return previous.strip() != current.strip() and jaccard(previous, current) >= threshold
+def is_rephrase(earlier_turns: list[str], current: str, threshold: float) -> bool:
+    """The user asks again something they asked earlier in the conversation: ``current`` repeats at least
+    ``threshold`` of some earlier message's content words."""
+    return any(reask_share(earlier, current) >= threshold for earlier in earlier_turns)
 
 
 def asks_for_human(text: str) -> bool:

@@ -12,7 +12,7 @@ from rlhf.core.errors import UserError
 from rlhf.serving.export import export_rows, write_export
 from rlhf.serving.guards import load_checks, pii_in_reply, prompt_injection, run_checks
 from rlhf.serving.monitoring import prometheus_text, window_summary
-from rlhf.serving.signals import asks_for_human, conversation_id, is_rephrase, jaccard
+from rlhf.serving.signals import asks_for_human, conversation_id, is_rephrase, reask_share
 from rlhf.serving.store import FeedbackStore, ReplyRecord, UnknownReply, user_key
 
 
@@ -117,10 +117,13 @@ def test_an_export_is_a_prompts_file_that_prepare_reads(store, tmp_path):
 
 
 def test_rephrase_and_ask_for_human_signals():
-    assert is_rephrase("Where is my order #K12345?", "That is not what I asked. Where is my order #K12345?", 0.5)
-    assert not is_rephrase("Where is my order #K12345?", "Where is my order #K12345?", 0.5)  # a double submit
-    assert not is_rephrase("Where is my order #K12345?", "Can I return a lamp I bought?", 0.5)
-    assert jaccard("", "anything") == 0.0
+    question = "Do you ship to Leeds?"
+    assert is_rephrase([question], "That is not what I asked. Do you ship to Leeds?", 0.6)
+    assert is_rephrase([question, "Sorry, that does not answer it. " + question], "Let me ask again. " + question, 0.6)
+    assert is_rephrase([question], question, 0.6)  # the same question typed again after the reply
+    assert not is_rephrase([question], "Can I return a lamp I bought?", 0.6)
+    assert not is_rephrase(["Thanks!"], "Thanks, bye", 0.6)  # too short to be a question re-asked
+    assert reask_share("Where is my order #K12345?", "my order #K12345 where is it") == 1.0
     assert asks_for_human("Can I talk to a human agent, please?") and asks_for_human("please escalate this")
     assert not asks_for_human("How do humans return a jacket?")
     history = [{"role": "user", "content": "q1"}, {"role": "assistant", "content": "a"}]
