@@ -64,7 +64,7 @@ from rlhf.core.runs import open_stage
 from rlhf.data.pairs import PreferencePair, best_vs_worst, split_pairs
 from rlhf.eval.heldout import heldout_comparison, heldout_inputs, heldout_prompts, score_replies, write_samples
 from rlhf.stages.rm import prepare_pairs
-from rlhf.trainers.hf import deepspeed_dict, last_complete_checkpoint, lora_outputs, publish_staged
+from rlhf.trainers.hf import deepspeed_dict, last_complete_checkpoint, publish_trained
 from rlhf.trainers.ray_train import per_device_batch_size, run_on_ray, trainer_arguments, trl_worker
 
 __all__ = ["DPOConfig", "run_dpo"]
@@ -173,10 +173,7 @@ def _train(cfg: DPOConfig, run: StageRun, pairs: list[PreferencePair], summary: 
     }
     final = run_on_ray(trl_worker, payload, cfg.resources, storage=run.path("ray"), name="dpo")
     target = run.path("model")
-    publish_staged(staging, target)
-    lora_save = cfg.model.lora.saved
-    if lora_save == "both":
-        publish_staged(run.path(".adapter.partial"), run.path("adapter"))
+    model_outputs = publish_trained(staging, run.dir, cfg.model.lora.saved)
 
     metrics: dict[str, Any] = {
         "train/global_step": final.get("global_step"), "train/final_loss": final.get("final_loss"),
@@ -184,7 +181,7 @@ def _train(cfg: DPOConfig, run: StageRun, pairs: list[PreferencePair], summary: 
         "data/eval_pairs": len(eval_pairs), "data/heldout_pairs_dropped": heldout_dropped}
     if trainer == "online_dpo":
         metrics.update(_last_logged(run.path("metrics.jsonl"), ONLINE_LOG_KEYS))
-    outputs = [*lora_outputs(lora_save), "metrics.json", "metrics.jsonl"]
+    outputs = [*model_outputs, "metrics.json", "metrics.jsonl"]
     if prompts:
         report = _evaluate(cfg, prompts, target, base, run)
         atomic_write_json(run.path("eval.json"), report)

@@ -45,7 +45,7 @@ from rlhf.data.pairs import (
     write_pairs,
 )
 from rlhf.models.reward import REWARD_STATS_FILE, chat_ids, reward_scores
-from rlhf.trainers.hf import deepspeed_dict, last_complete_checkpoint, lora_outputs, publish_staged
+from rlhf.trainers.hf import deepspeed_dict, last_complete_checkpoint, publish_trained
 from rlhf.trainers.ray_train import per_device_batch_size, run_on_ray, trainer_arguments, trl_worker
 
 __all__ = ["RMConfig", "prepare_pairs", "run_reward_model"]
@@ -177,10 +177,7 @@ def _train(cfg: RMConfig, run: StageRun, pairs: list[PreferencePair], summary: d
     }
     final = run_on_ray(trl_worker, {**payload, "trainer": "reward"}, cfg.resources, storage=run.path("ray"), name="rm")
     target = run.path("model")
-    publish_staged(staging, target)
-    lora_save = cfg.model.lora.saved
-    if lora_save == "both":
-        publish_staged(run.path(".adapter.partial"), run.path("adapter"))
+    model_outputs = publish_trained(staging, run.dir, cfg.model.lora.saved)
 
     report = _evaluate(cfg, target, train_pairs, eval_pairs)
     atomic_write_json(target / REWARD_STATS_FILE, report.pop("reward_stats"))
@@ -194,7 +191,7 @@ def _train(cfg: RMConfig, run: StageRun, pairs: list[PreferencePair], summary: d
     shutil.rmtree(ckpt_dir, ignore_errors=True)
     shutil.rmtree(data_dir, ignore_errors=True)
     shutil.rmtree(run.path("ray"), ignore_errors=True)
-    run.finish([*lora_outputs(lora_save), "eval.json", "metrics.json", "metrics.jsonl"], metrics=metrics)
+    run.finish([*model_outputs, "eval.json", "metrics.json", "metrics.jsonl"], metrics=metrics)
     _print_summary(report["summary"])
     print(f"rm: done -> {target}")
     return run.dir

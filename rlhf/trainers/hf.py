@@ -15,7 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from rlhf.core.config import StrictModel
 
 __all__ = ["DeepSpeedSettings", "HFTrainerSettings", "deepspeed_dict", "last_complete_checkpoint", "lora_outputs",
-           "publish_staged", "save_lora", "save_model"]
+           "publish_staged", "publish_trained", "save_lora", "save_model"]
 
 
 class DeepSpeedSettings(StrictModel):
@@ -123,6 +123,15 @@ def publish_staged(staging: Path, target: Path) -> Path:
     shutil.rmtree(target, ignore_errors=True)
     Path(staging).rename(target)
     return Path(target)
+
+
+def publish_trained(staging: Path, run_dir: Path, lora_save: str | None) -> list[str]:
+    """Publish a Ray Train worker's model (``staging``) as ``model/`` and, when merged weights and the adapter
+    are both kept, its adapter (``.adapter.partial``) as ``adapter/``; returns the stage outputs they occupy."""
+    publish_staged(staging, run_dir / "model")
+    if lora_save == "both":
+        publish_staged(run_dir / ".adapter.partial", run_dir / "adapter")
+    return lora_outputs(lora_save)
 
 
 def lora_outputs(lora_save: str | None) -> list[str]:
