@@ -6,6 +6,7 @@ non-blocking part that tests and the load benchmark use.
 from __future__ import annotations
 
 import json
+import signal
 import time
 from pathlib import Path
 
@@ -46,8 +47,14 @@ def stop_serve() -> None:
     stop()
 
 
+def _exit_on_sigterm(_signum, _frame) -> None:
+    raise SystemExit(0)
+
+
 def run_serve(cfg: ServeConfig) -> None:
     url = start_serve(cfg)
+    # After ray.init (which installs its own handler): `kill`, docker stop, systemd remove the app on the way out.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     print(f"serving {cfg.model.name} ({served_path(cfg.model.path)}) at {url}/v1 (OpenAI API; feedback at {url}/v1/feedback, "
           f"metrics at {url}/metrics, store {cfg.store.url}); Ctrl-C stops", flush=True)
     try:
@@ -55,3 +62,4 @@ def run_serve(cfg: ServeConfig) -> None:
             time.sleep(3600)
     finally:
         stop_serve()
+        print("stopped serving", flush=True)
