@@ -28,7 +28,7 @@ from rlhf.serving.guards import load_checks, run_checks
 from rlhf.serving.monitoring import prometheus_text
 from rlhf.serving.settings import AuthSettings, GuardSettings, LimitSettings, ServedModel, SignalSettings
 from rlhf.serving.signals import asks_for_human, conversation_id, is_rephrase, user_turns
-from rlhf.serving.store import EXPLICIT_KINDS, FeedbackStore, ReplyRecord, UnknownReply, new_reply_id
+from rlhf.serving.store import FeedbackStore, ReplyRecord, UnknownReply, new_reply_id
 
 __all__ = ["ApiError", "ChatService", "build_api"]
 
@@ -246,7 +246,6 @@ class ChatService:
         base = req.event_id or uuid.uuid4().hex
         stored, duplicates = [], 0
         for kind, extra in events:
-            assert kind in EXPLICIT_KINDS
             try:
                 row, dup = self.store.add_feedback(req.reply_id, kind, event_id=f"{base}:{kind}", **extra)
             except UnknownReply:  # forgotten between the check and the write
