@@ -65,6 +65,7 @@ class FeedbackConfig(StrictModel):
 
     stage: Literal["feedback"] = "feedback"
     store: StoreSettings = Field(default_factory=StoreSettings)
-    signals: SignalSettings = Field(default_factory=SignalSettings)
+    abandon_after_s: float = Field(1800.0, gt=0, description="a conversation whose last reply got thumbs-down or a "
+                                   "rephrase and no message since is abandoned after this many seconds")
     export: ExportSettings = Field(default_factory=ExportSettings)
     user: str | None = Field(None, description="the user id whose data 'forget' erases (rlhf feedback forget USER)")

@@ -28,7 +28,7 @@ def run_export(cfg: FeedbackConfig) -> Path:
     store = FeedbackStore(cfg.store.url, cfg.store.scrubber)
     until = time.time() if cfg.export.until is None else cfg.export.until
     since = until - cfg.export.since_hours * 3600
-    rows = export_rows(store, since, until, abandon_after_s=cfg.signals.abandon_after_s)
+    rows = export_rows(store, since, until, abandon_after_s=cfg.abandon_after_s)
     out = Path(cfg.export.out) if cfg.export.out else _default_out(cfg, until)
     write_export(store, rows, out, since, until)
     signals: dict[str, int] = {}
