@@ -244,11 +244,7 @@ class FeedbackStore:
         return _reply_row(row) if row else None
 
     def replies(self, since: float = 0.0, until: float | None = None) -> list[dict[str, Any]]:
-        query = sa.select(REPLIES).where(REPLIES.c.created >= since)
-        if until is not None:
-            query = query.where(REPLIES.c.created < until)
-        with self.engine.connect() as conn:
-            return [_reply_row(r) for r in conn.execute(query.order_by(REPLIES.c.created)).mappings()]
+        return [_reply_row(r) for r in self._window(REPLIES, REPLIES.c.created, since, until)]
 
     def feedback_of(self, reply_ids: list[str]) -> list[dict[str, Any]]:
         if not reply_ids:
@@ -258,18 +254,18 @@ class FeedbackStore:
                                                   .order_by(FEEDBACK.c.id)).mappings()]
 
     def feedback(self, since: float = 0.0, until: float | None = None) -> list[dict[str, Any]]:
-        query = sa.select(FEEDBACK).where(FEEDBACK.c.created >= since)
-        if until is not None:
-            query = query.where(FEEDBACK.c.created < until)
-        with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(query.order_by(FEEDBACK.c.id)).mappings()]
+        return [dict(r) for r in self._window(FEEDBACK, FEEDBACK.c.id, since, until)]
 
     def requests(self, since: float = 0.0, until: float | None = None) -> list[dict[str, Any]]:
-        query = sa.select(REQUESTS).where(REQUESTS.c.created >= since)
+        return [dict(r) for r in self._window(REQUESTS, REQUESTS.c.id, since, until)]
+
+    def _window(self, table: sa.Table, order, since: float, until: float | None) -> list:
+        """The rows of ``table`` created in [since, until), in ``order``."""
+        query = sa.select(table).where(table.c.created >= since)
         if until is not None:
-            query = query.where(REQUESTS.c.created < until)
+            query = query.where(table.c.created < until)
         with self.engine.connect() as conn:
-            return [dict(r) for r in conn.execute(query).mappings()]
+            return list(conn.execute(query.order_by(order)).mappings())
 
     def export_items(self) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
