@@ -255,7 +255,12 @@ class ChatService:
         return {"reply_id": req.reply_id, "events": stored, "duplicates": duplicates}
 
     def export(self, since: float, until: float) -> list[dict[str, Any]]:
-        return export_rows(self.store, since, until, abandon_after_s=self.signals.abandon_after_s)
+        """The export rows of the window; recorded as ``api:<UTC time>`` so ``rlhf feedback forget`` can name
+        this export too."""
+        rows = export_rows(self.store, since, until, abandon_after_s=self.signals.abandon_after_s)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.store.record_export(f"api:{stamp}", [rep["id"] for row in rows for rep in row["metadata"]["replies"]])
+        return rows
 
     def metrics(self) -> str:
         return prometheus_text(self.store)

@@ -167,3 +167,5 @@ def test_admin_export_lists_the_prompts_that_drew_negative_feedback(client):
     meta = rows[0]["metadata"]
     assert meta["signals"] == {"escalate": 1, "thumbs_down": 1} and meta["replies"][0]["id"] == bad["id"]
     assert meta["human_replies"] == ["It ships today."]
+    # the export is recorded, so forgetting the user names it
+    assert client.service.store.forget("maya")["exports"][0].startswith("api:")
