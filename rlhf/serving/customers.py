@@ -11,14 +11,13 @@ test can check the store holds exactly that.
 
 from __future__ import annotations
 
-import importlib
 import random
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import httpx
 
+from rlhf.utils.callables import load_callable
 from rlhf.world.prompts import generate_prompts
 
 __all__ = ["CustomerLog", "Turn", "simulate_customers"]
@@ -58,11 +57,6 @@ class CustomerLog:
         return out
 
 
-def _rubric(spec: str) -> Callable[[str, str], float]:
-    module, _, name = spec.partition(":")
-    return getattr(importlib.import_module(module), name)
-
-
 LEADS: tuple[str, ...] = ("Sorry, that does not answer it.", "That is not what I asked.", "Let me ask again.")
 
 
@@ -83,7 +77,7 @@ def simulate_customers(base_url: str, api_key: str, conversations: int, seed: in
     from openai import OpenAI
 
     rng = random.Random(seed)
-    judge = _rubric(rubric)
+    judge = load_callable(rubric)
     client = OpenAI(base_url=f"{base_url}/v1", api_key=api_key, max_retries=0, timeout=600)
     served = model or client.models.list().data[0].id
     log = CustomerLog()

@@ -6,7 +6,6 @@ app runs on a laptop's local Ray and on a cluster.
 
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from ray import serve
@@ -21,15 +20,11 @@ from rlhf.serving.settings import (
     SignalSettings,
     StoreSettings,
 )
+from rlhf.utils.callables import load_callable
 
 __all__ = ["APP_NAME", "ChatDeployment", "build_app", "start", "stop"]
 
 APP_NAME = "rlhf-chat"
-
-
-def _function(spec: str):
-    module, _, name = spec.partition(":")
-    return getattr(importlib.import_module(module), name)
 
 
 @serve.ingress()
@@ -55,7 +50,7 @@ class ChatDeployment:
             auth=AuthSettings.model_validate(sections["auth"]), store=FeedbackStore(store.url, store.scrubber),
             guards=GuardSettings.model_validate(sections["guards"]), signals=signals,
             engine=ChatEngine.load(model.path, dtype=model.dtype, device=device),
-            categorize=_function(signals.categorizer))
+            categorize=load_callable(signals.categorizer))
 
     def __serve_build_asgi_app__(self):
         from rlhf.serving.api import build_api

@@ -6,12 +6,12 @@ scrubber finds it; what is stored is scrubbed either way). Flags are counted in 
 
 from __future__ import annotations
 
-import importlib
 import re
 from collections.abc import Callable
 
 from rlhf.core.errors import UserError
 from rlhf.data.pii import default_scrubber
+from rlhf.utils.callables import load_callable
 
 __all__ = ["load_checks", "pii_in_reply", "prompt_injection", "run_checks"]
 
@@ -38,14 +38,11 @@ def load_checks(specs: list[str]) -> list[tuple[str, Check]]:
     """Import every ``module:function``; a bad spec fails in one line naming it."""
     out = []
     for spec in specs:
-        module, sep, name = spec.partition(":")
-        if not sep:
-            raise UserError(f"guard check {spec!r} is not module:function (e.g. rlhf.serving.guards:prompt_injection)")
         try:
-            fn = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError) as err:
-            raise UserError(f"guard check {spec!r} cannot be loaded ({err}); fix the module:function") from None
-        out.append((spec, fn))
+            out.append((spec, load_callable(spec)))
+        except UserError as err:
+            raise UserError(f"guard check {spec!r} cannot be loaded ({err}); fix the module:function "
+                            "(e.g. rlhf.serving.guards:prompt_injection)") from None
     return out
 
 

@@ -23,7 +23,7 @@ import sqlalchemy as sa
 from rlhf.core.errors import UserError
 from rlhf.data.pii import ScrubResult, load_scrubber, run_scrubber
 
-__all__ = ["EXPLICIT_KINDS", "FeedbackStore", "ReplyRecord", "UnknownReply", "user_key"]
+__all__ = ["EXPLICIT_KINDS", "FeedbackStore", "ReplyRecord", "UnknownReply", "store_folder", "user_key"]
 
 # What a client may send on /v1/feedback; the server adds the implicit kinds ("rephrase", "ask_human",
 # "abandon") itself.
@@ -87,6 +87,14 @@ class UnknownReply(KeyError):
 def user_key(user: str | None) -> str:
     """The only form in which a user is stored: a hash of the id the client sent ("anonymous" when none)."""
     return hashlib.sha256(f"rlhf-user:{user or 'anonymous'}".encode()).hexdigest()[:32]
+
+
+def store_folder(url: str) -> Path:
+    """Where files that belong with a store go (exports, monitor reports): beside a SQLite file, else
+    ``runs/serve``."""
+    if url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///")).expanduser().parent
+    return Path("runs/serve")
 
 
 def new_reply_id() -> str:

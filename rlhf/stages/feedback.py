@@ -14,11 +14,10 @@ __all__ = ["run_export", "run_forget"]
 
 
 def _default_out(cfg: FeedbackConfig, until: float) -> Path:
+    from rlhf.serving.store import store_folder
+
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(until))
-    url = cfg.store.url
-    base = Path(url.removeprefix("sqlite:///")).expanduser().parent if url.startswith("sqlite:///") else Path(
-        "runs/serve")
-    return base / "exports" / f"feedback-{stamp}.jsonl"
+    return store_folder(cfg.store.url) / "exports" / f"feedback-{stamp}.jsonl"
 
 
 def run_export(cfg: FeedbackConfig) -> Path:

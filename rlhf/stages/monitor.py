@@ -35,10 +35,10 @@ REQUEST_KEYS = ("requests", "errors", "error_rate")
 
 
 def _default_out(url: str, until: float) -> Path:
+    from rlhf.serving.store import store_folder
+
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime(until))
-    base = Path(url.removeprefix("sqlite:///")).expanduser().parent if url.startswith("sqlite:///") else Path(
-        "runs/serve")
-    return base / "monitor" / f"monitor-{stamp}.html"
+    return store_folder(url) / "monitor" / f"monitor-{stamp}.html"
 
 
 def _open_store(url: str, scrubber: str):
