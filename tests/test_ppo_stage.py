@@ -51,6 +51,10 @@ def _load(*overrides: str):
     (["algorithm.truncation=penalty"], "truncation_penalty > 0"),
     (["resources.colocate=[[policy, reference], [reference]]"], "lists role 'reference' twice"),
     (["algorithm.kl.estimatr=k3"], "did you mean 'estimator'"),
+    (["rollout.asynchronous=true"], "set algorithm.rollout_correction=tis"),
+    (["rollout.asynchronous=true", "algorithm.rollout_correction=tis", "rollout.engine=vllm",
+      "resources.rollout.num_gpus=0.5", "resources.policy.num_gpus=0.5", "resources.colocate=[[rollout, policy]]",
+      "rollout.vllm.gpu_memory_utilization=0.3"], "rollout.vllm.sleep=off"),
 ])
 def test_config_refuses_contradictions(overrides, message):
     with pytest.raises(ConfigError, match=message.replace("*", r"\*").replace("(", r"\(")):

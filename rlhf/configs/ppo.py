@@ -105,6 +105,10 @@ class RolloutConfig(SamplingConfig):
     prompts_per_step: int = Field(16, ge=1, description="prompts per step")
     n: int = Field(1, ge=1, description="replies per prompt (>= 2 for grpo and rloo)")
     batch_size: int = Field(64, ge=1, description="generation batch per worker")
+    asynchronous: bool = Field(
+        False, description="sample step t+1 while the learners train step t, with the weights synced after step "
+        "t-1 (one step off-policy; needs algorithm.rollout_correction=tis); false: every batch comes from the "
+        "current policy")
 
     @model_validator(mode="after")
     def _sampled(self) -> RolloutConfig:
@@ -202,7 +206,14 @@ class PPOConfig(StrictModel):
         if "tis_cap" in algo.model_fields_set and algo.rollout_correction != "tis":
             raise ValueError("algorithm.tis_cap applies to algorithm.rollout_correction=tis; set that or remove "
                              "algorithm.tis_cap")
+        if rollout.asynchronous and algo.rollout_correction != "tis":
+            raise ValueError("rollout.asynchronous samples each batch with the weights of one step before; set "
+                             "algorithm.rollout_correction=tis to correct for it")
         self._check_vllm()
+        if rollout.asynchronous and self.rollout_sleeps:
+            raise ValueError("rollout.asynchronous keeps the vLLM engines generating while the learner trains, but "
+                             "they sleep to lend it their GPU; give the rollout its own GPUs or set "
+                             "rollout.vllm.sleep=off")
         return self
 
     def _check_vllm(self) -> None:

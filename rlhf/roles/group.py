@@ -5,10 +5,13 @@ anything about the algorithm.
 * :class:`RoleSpecs`: every role's frozen spec (the stage builds it from its config, in one place).
 * :func:`start_roles`: one placement group (:mod:`rlhf.roles.launcher`), every actor in its bundle, the
   learners set up; :func:`placement` says which node each actor landed on.
-* :func:`generate`: a prompt list split over the rollout workers, replies back in prompt order.
+* :func:`generate`: a prompt list split over the rollout workers, replies back in prompt order;
+  :func:`start_generation` does the same without waiting (:class:`PendingRollout`), so the controller can
+  train on one batch while the workers sample the next.
 * :func:`train_minibatch`: one optimizer step of the policy (and critic) on a mini-batch split over the ranks.
 * :func:`sync_rollout`: the policy's weights into the rollout workers, waking sleeping vLLM engines around it.
 * :func:`save_checkpoint`, :func:`load_checkpoint`: the learners' and the controller's state (:mod:`.checkpoint`).
+* :func:`busy_seconds`: what every actor spent computing since the last call (:mod:`.busy`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import torch
 
 from rlhf.rl.losses import PolicyLossSettings
 from rlhf.roles import checkpoint as ckpt
+from rlhf.roles.busy import merge_busy
 from rlhf.roles.inference import (
     ReferenceActor,
     ReferenceSpec,
@@ -39,8 +43,8 @@ from rlhf.rollout.types import RolloutSample, SamplingParams
 from rlhf.rollout.weight_transfer import TensorSpec
 from rlhf.trainers.deepspeed_engine import LearnerSpec
 
-__all__ = ["RoleSpecs", "critic_source", "generate", "load_checkpoint", "placement", "rows", "save_checkpoint",
-           "split", "start_roles", "sync_rollout", "train_minibatch"]
+__all__ = ["PendingRollout", "RoleSpecs", "busy_seconds", "critic_source", "generate", "load_checkpoint", "placement",
+           "rows", "save_checkpoint", "split", "start_generation", "start_roles", "sync_rollout", "train_minibatch"]
 
 
 @dataclass(frozen=True)
@@ -125,14 +129,34 @@ def rows(count: int, parts: int) -> list[torch.Tensor]:
     return list(torch.arange(count).chunk(parts))
 
 
-def generate(workers: list, prompts: list[str], params: SamplingParams, seeds: list[int]) -> list[RolloutSample]:
-    """Sample ``params.n`` replies per prompt, the prompts split over ``workers`` (worker ``i`` with seed
-    ``seeds[i]``); the samples come back in prompt order."""
-    import ray
+@dataclass(frozen=True)
+class PendingRollout:
+    """Generation under way on the rollout workers: the samples' and the weight versions' object refs."""
 
+    samples: list[Any]
+    versions: list[Any]
+
+    def result(self) -> tuple[list[RolloutSample], int]:
+        """The samples in prompt order, and the oldest policy step whose weights generated them."""
+        import ray
+
+        parts = ray.get(self.samples)
+        return [sample for part in parts for sample in part], min(ray.get(self.versions))
+
+
+def start_generation(workers: list, prompts: list[str], params: SamplingParams, seeds: list[int]) -> PendingRollout:
+    """Start sampling ``params.n`` replies per prompt, the prompts split over ``workers`` (worker ``i`` with
+    seed ``seeds[i]``), and return at once. Each worker is asked its weight version right behind its
+    ``generate``: Ray runs an actor's calls in order, so the answer is the version that generated."""
     shards = split(prompts, len(workers))
-    refs = [w.generate.remote(shard, params, seed) for w, shard, seed in zip(workers, shards, seeds) if shard]
-    return [sample for part in ray.get(refs) for sample in part]
+    work = [(w, shard, seed) for w, shard, seed in zip(workers, shards, seeds) if shard]
+    return PendingRollout([w.generate.remote(shard, params, seed) for w, shard, seed in work],
+                          [w.weights_version.remote() for w, _, _ in work])
+
+
+def generate(workers: list, prompts: list[str], params: SamplingParams, seeds: list[int]) -> list[RolloutSample]:
+    """Sample ``params.n`` replies per prompt over ``workers`` and wait for them (:func:`start_generation`)."""
+    return start_generation(workers, prompts, params, seeds).result()[0]
 
 
 def train_minibatch(roles: Roles, mini: Batch, loss: PolicyLossSettings, kl_coef: float, value_clip: float | None,
@@ -153,16 +177,24 @@ def train_minibatch(roles: Roles, mini: Batch, loss: PolicyLossSettings, kl_coef
     return policy, critic
 
 
-def sync_rollout(roles: Roles, method: str, manifest: list[TensorSpec], sleeping: bool) -> None:
-    """Copy the policy into the rollout workers; sleeping vLLM engines wake their weights first and their
-    KV cache after (so the learner's memory is free until the weights arrive)."""
+def sync_rollout(roles: Roles, method: str, manifest: list[TensorSpec], sleeping: bool, version: int) -> None:
+    """Copy the policy (its weights after step ``version``) into the rollout workers; sleeping vLLM engines
+    wake their weights first and their KV cache after (so the learner's memory is free until the weights
+    arrive)."""
     import ray
 
     if sleeping:
         ray.get([w.wake_up.remote(["weights"]) for w in roles.rollout])
-    sync_weights(roles.policy, roles.rollout, method, manifest)
+    sync_weights(roles.policy, roles.rollout, method, manifest, version)
     if sleeping:
         ray.get([w.wake_up.remote(["kv_cache"]) for w in roles.rollout])
+
+
+def busy_seconds(roles: Roles) -> dict[str, float]:
+    """``timing/compute/<name>``: the seconds each kind of work took on the actors since the last call."""
+    import ray
+
+    return merge_busy(ray.get([actor.busy_seconds.remote() for actor in roles.all()]))
 
 
 def save_checkpoint(run_dir: Path, roles: Roles, state: ckpt.ControllerState, keep: int) -> None:

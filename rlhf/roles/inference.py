@@ -21,7 +21,8 @@ from pathlib import Path
 import torch
 
 from rlhf.core.errors import UserError
-from rlhf.rollout.containers import TokenBatch
+from rlhf.roles.busy import BusyTime, busy
+from rlhf.rollout.containers import TokenBatch, pad_columns
 from rlhf.rollout.engines import EngineKind
 from rlhf.rollout.sequences import response_logprobs
 from rlhf.rollout.types import NamedTensors, RolloutSample, SamplingParams
@@ -68,13 +69,26 @@ class RolloutWorker:
         self._vllm = spec.engine == "vllm"
         self._sync: SyncGroup | None = None  # the transformers engine's membership (vLLM's lives in its workers)
         self._joined = False
+        self.version = 0  # the policy step whose weights the engine holds (0: the starting weights)
+        self.busy = BusyTime()
 
     def node_id(self) -> str:
         return _node_id()
 
+    def busy_seconds(self) -> dict[str, float]:
+        """Seconds spent generating, scoring probes and loading weights since the last call."""
+        return self.busy.drain()
+
+    def weights_version(self) -> int:
+        """The policy step of the weights in the engine (Ray runs an actor's calls in order, so asked right
+        after ``generate`` this is the version that generated)."""
+        return self.version
+
+    @busy("rollout")
     def generate(self, prompts: list[str], params: SamplingParams, seed: int) -> list[RolloutSample]:
         return self.engine.generate(prompts, params, seed)
 
+    @busy("probe")
     def logprobs(self, prompt_ids: list[list[int]], response_ids: list[list[int]],
                  temperature: float) -> list[list[float]]:
         return self.engine.logprobs(prompt_ids, response_ids, temperature)
@@ -92,13 +106,18 @@ class RolloutWorker:
             self._sync = SyncGroup(master_addr, master_port, rank, world_size, backend, timeout_s)
         self._joined = True
 
-    def receive_weights(self, manifest: list[TensorSpec]) -> int:
-        """Receive a broadcast from the learner and load it; returns how many tensors were loaded."""
+    @busy("sync_receive")
+    def receive_weights(self, manifest: list[TensorSpec], version: int) -> int:
+        """Receive a broadcast from the learner and load it as the weights of policy step ``version``;
+        returns how many tensors were loaded."""
         if not self._joined:
             raise RuntimeError("init_sync_group() was not called")
         if self._vllm:
-            return self.engine.receive_weights(manifest)
-        return self.engine.load_weights(receive_tensors(self._sync, manifest))
+            loaded = self.engine.receive_weights(manifest)
+        else:
+            loaded = self.engine.load_weights(receive_tensors(self._sync, manifest))
+        self.version = version
+        return loaded
 
     def sleep(self) -> None:
         """Free the GPU for the learner until the next weight sync (vLLM engines built with sleep)."""
@@ -108,9 +127,12 @@ class RolloutWorker:
         """Re-allocate what :meth:`sleep` freed (``weights``, ``kv_cache``; None: everything)."""
         self.engine.wake_up(tags)
 
-    def load_weights(self, weights: NamedTensors) -> int:
-        """Load weights handed over through the object store."""
-        return self.engine.load_weights(weights)
+    @busy("sync_receive")
+    def load_weights(self, weights: NamedTensors, version: int) -> int:
+        """Load weights handed over through the object store as those of policy step ``version``."""
+        loaded = self.engine.load_weights(weights)
+        self.version = version
+        return loaded
 
 
 @dataclass(frozen=True)
@@ -133,17 +155,23 @@ class ReferenceActor:
         torch.set_num_threads(max(1, spec.threads))
         self.model = load_model(spec.model_path, "reference", dtype=spec.dtype, device=spec.device)
         self.batch_size = spec.batch_size
+        self.busy = BusyTime()
 
     def node_id(self) -> str:
         return _node_id()
 
+    def busy_seconds(self) -> dict[str, float]:
+        """Seconds spent on reference log-probs since the last call."""
+        return self.busy.drain()
+
+    @busy("reference")
     @torch.no_grad()
     def logprobs(self, tokens: TokenBatch, temperature: float) -> torch.Tensor:
         """Reference log-probs of the response tokens, ``[B, T]`` on the CPU."""
         device = next(self.model.parameters()).device
         return torch.cat([
-            response_logprobs(self.model, c.input_ids.to(device), c.attention_mask.to(device), c.prompt_width,
-                              temperature).cpu()
+            pad_columns(response_logprobs(self.model, c.input_ids.to(device), c.attention_mask.to(device),
+                                          c.prompt_width, temperature).cpu(), tokens.response_width)
             for c in tokens.chunks(self.batch_size)])
 
 
@@ -193,6 +221,7 @@ class RewardActor:
     def __init__(self, spec: RewardSpec) -> None:
         torch.set_num_threads(max(1, spec.threads))
         self.batch_size = spec.batch_size
+        self.busy = BusyTime()
         self._function = None
         self._stats: RewardStats | None = None
         if spec.function is not None:
@@ -214,10 +243,15 @@ class RewardActor:
     def node_id(self) -> str:
         return _node_id()
 
+    def busy_seconds(self) -> dict[str, float]:
+        """Seconds spent scoring since the last call."""
+        return self.busy.drain()
+
     def stats(self) -> RewardStats | None:
         """The stored normalisation statistics (reward models only; None when absent)."""
         return self._stats
 
+    @busy("reward")
     def score(self, prompts: list[str], replies: list[str]) -> list[float]:
         """Raw score of each (prompt, reply)."""
         if len(prompts) != len(replies):

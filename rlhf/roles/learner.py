@@ -24,7 +24,8 @@ import torch
 
 from rlhf.rl.losses import PolicyLossSettings, ppo_objective, value_loss
 from rlhf.rl.types import AggregationMode
-from rlhf.rollout.containers import Batch, TokenBatch
+from rlhf.roles.busy import BusyTime, busy
+from rlhf.rollout.containers import Batch, TokenBatch, pad_columns
 from rlhf.rollout.sequences import response_logprobs
 from rlhf.rollout.weight_transfer import SyncGroup, TensorSpec, manifest_of, send_tensors
 from rlhf.trainers.deepspeed_engine import DeepSpeedModel, LearnerSpec, init_learner_process_group, node_address
@@ -86,6 +87,11 @@ class _Rank:
         self.world_size = world_size
         self.backend = backend
         self.model: DeepSpeedModel | None = None
+        self.busy = BusyTime()
+
+    def busy_seconds(self) -> dict[str, float]:
+        """Seconds spent per kind of work since the last call."""
+        return self.busy.drain()
 
     def address(self) -> tuple[str, int]:
         """Rendezvous address for this role's process group (asked of rank 0)."""
@@ -137,24 +143,31 @@ class PolicyLearner(_Rank):
     def _weights(self):
         return exported_weights(self.engine, self.spec.zero_stage)
 
-    @torch.no_grad()
+    @busy("policy_logprobs")
     def logprobs(self, tokens: TokenBatch, temperature: float) -> torch.Tensor:
         """Current policy's log-probs of the response tokens, ``[B, T]`` on the CPU."""
+        return self._logprobs(tokens, temperature)
+
+    @torch.no_grad()
+    def _logprobs(self, tokens: TokenBatch, temperature: float) -> torch.Tensor:
         device = self.engine.device
-        pieces = [response_logprobs(self.engine, chunk.input_ids.to(device), chunk.attention_mask.to(device),
-                                    chunk.prompt_width, temperature).cpu()
+        pieces = [pad_columns(response_logprobs(self.engine, chunk.input_ids.to(device),
+                                                chunk.attention_mask.to(device), chunk.prompt_width,
+                                                temperature).cpu(), tokens.response_width)
                   for chunk in tokens.chunks(self.spec.micro_batch_size)]
         return torch.cat(pieces)
 
+    @busy("probe")
     def probe_logprobs(self, prompt_ids: list[list[int]], response_ids: list[list[int]],
                        temperature: float) -> list[list[float]]:
         """Log-probs of given tokens, in the engines' list format (the post-sync probe)."""
         from rlhf.rollout.sequences import pack_sequences
 
         packed = pack_sequences(prompt_ids, response_ids, self.tokenizer.pad_token_id)
-        logp = self.logprobs(TokenBatch(packed.input_ids, packed.attention_mask, packed.prompt_width), temperature)
+        logp = self._logprobs(TokenBatch(packed.input_ids, packed.attention_mask, packed.prompt_width), temperature)
         return [logp[row, :len(r)].tolist() for row, r in enumerate(response_ids)]
 
+    @busy("policy_train")
     def train_minibatch(self, batch: Batch, loss: PolicyLossSettings, kl_coef: float, global_tokens: int,
                         global_sequences: int) -> RankStats:
         """One optimizer step on this rank's share of a mini-batch (``grad_accum_steps`` micro-batches)."""
@@ -195,6 +208,7 @@ class PolicyLearner(_Rank):
         if self.rank == 0:
             self._sync = SyncGroup(master_addr, master_port, 0, world_size, backend, timeout_s)
 
+    @busy("sync_send")
     def broadcast_weights(self) -> int:
         """Send every weight to the sync group (rank 0); other ranks take part in ZeRO-3 gathers only."""
         if self.rank != 0:
@@ -205,6 +219,7 @@ class PolicyLearner(_Rank):
             raise RuntimeError("init_sync_group() was not called; use the object-store sync instead")
         return send_tensors(self._sync, self._weights(), self._manifest)
 
+    @busy("sync_send")
     def weights(self) -> dict[str, torch.Tensor]:
         """Every weight as a CPU tensor (the object-store sync); empty on ranks other than 0."""
         out = {name: tensor.detach().to("cpu", copy=True) for name, tensor in self._weights()}
@@ -247,11 +262,14 @@ class CriticLearner(_Rank):
             zero_value_head(model)
         self.model = DeepSpeedModel(model, self.spec, self.world_size)
 
+    @busy("critic_values")
     @torch.no_grad()
     def values(self, tokens: TokenBatch) -> torch.Tensor:
         """Critic values of the response tokens, ``[B, T]`` on the CPU."""
-        return torch.cat([token_values(self.engine, chunk).cpu() for chunk in tokens.chunks(self.spec.micro_batch_size)])
+        return torch.cat([pad_columns(token_values(self.engine, chunk).cpu(), tokens.response_width)
+                          for chunk in tokens.chunks(self.spec.micro_batch_size)])
 
+    @busy("critic_train")
     def train_minibatch(self, batch: Batch, value_clip: float | None, aggregation: AggregationMode,
                         global_tokens: int, global_sequences: int) -> RankStats:
         """One optimizer step of the value loss on this rank's share of a mini-batch."""

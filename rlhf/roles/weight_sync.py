@@ -98,17 +98,18 @@ def connect_sync_group(policy: list, rollout: list, method: str, backend: str, t
         return "object_store"
 
 
-def sync_weights(policy: list, rollout: list, method: str, manifest: list[TensorSpec]) -> None:
-    """Copy the policy learner's weights into every rollout worker; raises unless each loaded all of them."""
+def sync_weights(policy: list, rollout: list, method: str, manifest: list[TensorSpec], version: int) -> None:
+    """Copy the policy learner's weights (those after policy step ``version``) into every rollout worker;
+    raises unless each loaded all of them."""
     import ray
 
     if method == "broadcast":
         sends = [p.broadcast_weights.remote() for p in policy]
-        loaded = ray.get([w.receive_weights.remote(manifest) for w in rollout])
+        loaded = ray.get([w.receive_weights.remote(manifest, version) for w in rollout])
         ray.get(sends)
     else:
         exports = [p.weights.remote() for p in policy]
-        loaded = ray.get([w.load_weights.remote(exports[0]) for w in rollout])
+        loaded = ray.get([w.load_weights.remote(exports[0], version) for w in rollout])
         ray.get(exports[1:])
     if any(count != len(manifest) for count in loaded):
         raise WeightSyncError(f"rollout workers loaded {loaded} tensors, expected {len(manifest)} each")

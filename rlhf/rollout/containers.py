@@ -22,7 +22,12 @@ import torch
 from rlhf.rollout.sequences import pack_sequences
 from rlhf.rollout.types import RolloutSample
 
-__all__ = ["Batch", "Rollout", "TokenBatch"]
+__all__ = ["Batch", "Rollout", "TokenBatch", "pad_columns"]
+
+
+def pad_columns(tensor: torch.Tensor, width: int) -> torch.Tensor:
+    """``[b, t]`` per-token values zero-padded on the right to ``[b, width]`` (undoes a trimmed slice)."""
+    return torch.nn.functional.pad(tensor, (0, width - tensor.shape[1]))
 
 
 def _take(tensor: torch.Tensor | None, rows: torch.Tensor) -> torch.Tensor | None:
@@ -55,10 +60,27 @@ class TokenBatch:
         return TokenBatch(self.input_ids.index_select(0, rows), self.attention_mask.index_select(0, rows),
                           self.prompt_width)
 
+    @property
+    def response_width(self) -> int:
+        """``T``."""
+        return int(self.input_ids.shape[1]) - self.prompt_width
+
+    def trimmed(self) -> TokenBatch:
+        """The same rows without the columns that are padding in every row: prompt columns on the left,
+        response columns on the right. Positions come from the attention mask, so a model reads the same
+        tokens at the same positions, with less padding; per-token results cover the first
+        :attr:`response_width` columns of the untrimmed ``[B, T]`` (:func:`pad_columns` restores ``T``)."""
+        real = self.attention_mask.bool()
+        prompt = real[:, :self.prompt_width].any(dim=0).nonzero()
+        first = int(prompt[0]) if len(prompt) else self.prompt_width
+        response = real[:, self.prompt_width:].any(dim=0).nonzero()
+        end = self.prompt_width + (int(response[-1]) + 1 if len(response) else 0)
+        return TokenBatch(self.input_ids[:, first:end], self.attention_mask[:, first:end], self.prompt_width - first)
+
     def chunks(self, size: int) -> Iterator[TokenBatch]:
-        """Consecutive slices of at most ``size`` rows."""
+        """Consecutive slices of at most ``size`` rows, each :meth:`trimmed`."""
         for start in range(0, len(self), size):
-            yield self.select(torch.arange(start, min(start + size, len(self))))
+            yield self.select(torch.arange(start, min(start + size, len(self)))).trimmed()
 
     def lists(self) -> tuple[list[list[int]], list[list[int]]]:
         """Unpadded (prompt ids, response ids) per row, for an engine's ``logprobs``."""
@@ -131,9 +153,16 @@ class Batch:
         return replace(self, tokens=self.tokens.select(rows), **values)
 
     def micro_batches(self, size: int) -> Iterator[Batch]:
-        """Consecutive slices of at most ``size`` rows."""
+        """Consecutive slices of at most ``size`` rows, their tokens :meth:`TokenBatch.trimmed` and every
+        ``[b, T]`` tensor cut to the trimmed response width (the columns cut are padding in every row, out
+        of every mask, so the loss is the same)."""
         for start in range(0, len(self), size):
-            yield self.select(torch.arange(start, min(start + size, len(self))))
+            micro = self.select(torch.arange(start, min(start + size, len(self))))
+            tokens = micro.tokens.trimmed()
+            width = tokens.response_width
+            values = {f.name: None if getattr(micro, f.name) is None else getattr(micro, f.name)[:, :width]
+                      for f in fields(micro) if f.name != "tokens"}
+            yield replace(micro, tokens=tokens, **values)
 
     @property
     def token_count(self) -> int:

@@ -64,9 +64,10 @@ def response_logits(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     """Logits that predict each response token, divided by ``temperature``: ``[B, T, V]``."""
     if temperature <= 0:
         raise ValueError(f"temperature must be > 0 for log-probs, got {temperature}")
+    # The LM head runs on the positions that predict response tokens only (not on the prompt's).
     out = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids(attention_mask),
-                use_cache=False)
-    logits = out.logits[:, prompt_width - 1:-1]
+                use_cache=False, logits_to_keep=input_ids.shape[1] - prompt_width + 1)
+    logits = out.logits[:, :-1]
     return logits / temperature if temperature != 1.0 else logits
 
 

@@ -15,7 +15,11 @@ Implementation details, in the order a run meets them:
 2. Every random choice takes a seed derived from (run seed, purpose, step, index), so the steps after a
    resume repeat those of the interrupted run (:func:`rlhf.data.stream.derive_seed`).
 3. The step's prompts are split over the rollout workers, each sampling ``rollout.n`` replies per prompt
-   (:func:`rlhf.roles.group.generate`); a vLLM engine sharing the policy's GPU then sleeps until the sync.
+   (:func:`rlhf.roles.group.start_generation`); a vLLM engine sharing the policy's GPU then sleeps until the
+   sync. With ``rollout.asynchronous`` the workers sample step t+1 while the learners train step t, with the
+   weights synced after step t-1: ``rollout/staleness`` (the policy steps between the weights that sampled a
+   batch and those it trains) is 1 from step 2, and TIS (item 9) corrects for it. The first step after a
+   resume is sampled with the resumed weights (staleness 0), so it is not the interrupted run's step.
 4. Reward, reference log-probs, behaviour log-probs and critic values are computed at once on their roles.
    The behaviour log-probs are recomputed by the policy learner, so the rollout engine's numerics never
    enter the PPO ratio (:meth:`rlhf.roles.learner.PolicyLearner.logprobs`).
@@ -38,6 +42,8 @@ Implementation details, in the order a run meets them:
 13. The KL coefficient is fixed or adapted to the step's mean sequence KL (:class:`rlhf.rl.AdaptiveKLController`).
 14. The policy's weights go to the rollout workers (:func:`rlhf.roles.group.sync_rollout`), then both score
     a fixed probe batch and must agree within ``sync.probe_tolerance`` (:func:`rlhf.roles.weight_sync.check_sync`).
+    Each phase's wall time is logged as ``timing/<phase>``, and what the actors spent computing in it as
+    ``timing/compute/<work>`` (:mod:`rlhf.roles.busy`); the difference is Ray and controller overhead.
 15. Every ``eval.every`` steps and at the end the policy answers the held-out prompts every stage evaluates
     (:func:`rlhf.eval.heldout.heldout_prompts`), and the rubric compares each reply with the starting
     policy's (:func:`rlhf.eval.heldout.heldout_comparison`: ``eval/win_rate``, ties count half).
@@ -92,13 +98,16 @@ from rlhf.rl import (
 )
 from rlhf.roles import checkpoint as ckpt
 from rlhf.roles.group import (
+    PendingRollout,
     RoleSpecs,
+    busy_seconds,
     critic_source,
     generate,
     load_checkpoint,
     placement,
     rows,
     save_checkpoint,
+    start_generation,
     start_roles,
     sync_rollout,
     train_minibatch,
@@ -239,7 +248,7 @@ def _train(cfg: PPOConfig, run: StageRun, policy_path: str) -> Path:
             start_step, probe = state.step, (state.probe_prompt_ids, state.probe_response_ids)
             set_rng_state(state.rng)
             ckpt.truncate_metrics(logger.path, start_step)
-            sync_rollout(roles, sync_method, manifest, sleeping=False)
+            sync_rollout(roles, sync_method, manifest, sleeping=False, version=start_step)
             check_sync(roles.policy, roles.rollout, probe, cfg.sync.probe_tolerance, start_step)
             print(f"ppo: resumed from {resume.name} (step {start_step})")
         norm = ray.get(roles.reward.stats.remote()) if cfg.reward.model and cfg.reward.normalize else None
@@ -248,7 +257,14 @@ def _train(cfg: PPOConfig, run: StageRun, policy_path: str) -> Path:
                             "or retrain the reward model")
         baseline = (_baseline(run.path("eval_baseline.jsonl"), roles.rollout, held_out, eval_params, cfg)
                     if held_out else None)
+        busy_seconds(roles)  # set-up and the baseline's generation are not a step's work
         latest: tuple[list[str], list[float]] | None = None
+        pending: PendingRollout | None = None  # the next step's batch, being sampled (rollout.asynchronous)
+
+        def start_rollout(step: int) -> PendingRollout:
+            seeds = [derive_seed(cfg.run.seed, "rollout", step, i) for i in range(len(roles.rollout))]
+            return start_generation(roles.rollout, stream.take(cfg.rollout.prompts_per_step), params, seeds)
+
         bar = tqdm(total=cfg.train.steps, initial=start_step, desc="ppo", disable=not cfg.train.progress)
 
         # ------------------------------------------------------------ the loop
@@ -256,10 +272,11 @@ def _train(cfg: PPOConfig, run: StageRun, policy_path: str) -> Path:
             metrics: dict[str, float] = {}
             t_step = time.perf_counter()
 
-            # 1. generate
-            prompts = stream.take(cfg.rollout.prompts_per_step)
-            seeds = [derive_seed(cfg.run.seed, "rollout", step, i) for i in range(len(roles.rollout))]
-            rollout = Rollout.from_samples(generate(roles.rollout, prompts, params, seeds), pad_id, cfg.rollout.n)
+            # 1. generate (asynchronous: collect the batch started during the previous step, start the next)
+            samples, version = (pending or start_rollout(step)).result()
+            position = stream.position  # this step's prompts taken, the next step's not: the resume point
+            pending = start_rollout(step + 1) if cfg.rollout.asynchronous and step < cfg.train.steps else None
+            rollout = Rollout.from_samples(samples, pad_id, cfg.rollout.n)
             if probe is None:
                 probe = rollout.tokens.select(torch.arange(min(cfg.sync.probe_size, len(rollout)))).lists()
             if cfg.rollout_sleeps:
@@ -315,9 +332,10 @@ def _train(cfg: PPOConfig, run: StageRun, policy_path: str) -> Path:
             sequence_kl = kl.sum(dim=1)
             kl_ctl.update(float(sequence_kl.mean()), len(rollout))
             t0 = time.perf_counter()
-            sync_rollout(roles, sync_method, manifest, cfg.rollout_sleeps)
+            sync_rollout(roles, sync_method, manifest, cfg.rollout_sleeps, version=step)
             probe_diff = check_sync(roles.policy, roles.rollout, probe, cfg.sync.probe_tolerance, step)
             metrics["timing/sync"] = time.perf_counter() - t0
+            metrics.update(busy_seconds(roles))
 
             # 6. log
             lengths = rollout.response_lengths.to(torch.float32)
@@ -328,7 +346,7 @@ def _train(cfg: PPOConfig, run: StageRun, policy_path: str) -> Path:
                 "rollout/finished_rate": float(rollout.finished.float().mean()),
                 "rollout/logprob_gap": float(((rollout.logprobs - old_logprobs).abs() * mask).sum() / mask.sum()),
                 "rollout/advantage_std": float(advantages[loss_mask.bool()].std()) if loss_mask.sum() > 1 else 0.0,
-                "rollout/sync_probe_diff": probe_diff,
+                "rollout/sync_probe_diff": probe_diff, "rollout/staleness": float(step - 1 - version),
                 "objective/kl": float(sequence_kl.mean()), "objective/kl_coef": float(kl_ctl.value),
                 "objective/rlhf_reward": float((rewards - beta * sequence_kl).mean()),
                 "objective/non_score_reward": float((-beta * sequence_kl).mean()),
@@ -347,6 +365,7 @@ def _train(cfg: PPOConfig, run: StageRun, policy_path: str) -> Path:
                 comparison = heldout_comparison(latest[1], baseline[1], n_boot=eval_cfg.bootstrap)
                 metrics.update({f"eval/{name}": value for name, value in comparison.items()})
                 metrics["timing/eval"] = time.perf_counter() - t0
+                busy_seconds(roles)  # the evaluation's generation is timed by timing/eval, not the next step
             metrics["timing/step"] = time.perf_counter() - t_step
             metrics["timing/samples_per_s"] = len(rollout) / metrics["timing/step"]
             metrics["timing/tokens_per_s"] = float(lengths.sum()) / metrics["timing/step"]
@@ -358,7 +377,7 @@ def _train(cfg: PPOConfig, run: StageRun, policy_path: str) -> Path:
             # 7. checkpoint
             if step % cfg.train.save_steps == 0 and step < cfg.train.steps:
                 t0 = time.perf_counter()
-                state = ckpt.ControllerState(step, stream.position, kl_ctl.state_dict(), probe[0], probe[1],
+                state = ckpt.ControllerState(step, position, kl_ctl.state_dict(), probe[0], probe[1],
                                              rng_state())
                 save_checkpoint(run.dir, roles, state, cfg.train.keep_checkpoints)
                 logger.log(step, {"timing/checkpoint": time.perf_counter() - t0})
