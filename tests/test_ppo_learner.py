@@ -224,6 +224,23 @@ def test_lora_learner_exports_merged_weights(tiny_path, rollout):
                        1e-4, 0, 1) < 1e-4
 
 
+def test_lora_factor_sync_merges_into_the_engine_step_after_step(tiny_path, rollout):
+    learner = _policy(tiny_path, lora=LoraSettings(enabled=True, r=4, alpha=8), lr=5e-2)
+    assert learner.sync_lora_only()
+    manifest = learner.weight_manifest()
+    assert manifest and all(spec.name.endswith(("@lora_A", "@lora_B")) for spec in manifest)
+    engine = TransformersRolloutEngine.from_pretrained(tiny_path, device="cpu")
+    prompts, responses = rollout.tokens.lists()
+    for step in (1, 2):  # the second sync must replace the first delta, not add to it
+        _step(learner, _batch(rollout, learner))
+        payload = learner.sync_payload()
+        assert engine.load_weights(payload) == len(manifest)
+        assert check_probe(engine.logprobs(prompts, responses), learner.probe_logprobs(prompts, responses, 1.0),
+                           1e-4, 0, step) < 1e-4
+    sent = sum(t.numel() for t in payload.values())
+    assert sent < 0.2 * sum(t.numel() for t in learner.weights().values())
+
+
 def test_probe_check_catches_a_skipped_sync(tiny_path, rollout):
     learner = _policy(tiny_path)
     engine = TransformersRolloutEngine.from_pretrained(tiny_path, device="cpu")

@@ -29,7 +29,7 @@ from rlhf.rollout.containers import Batch, TokenBatch, pad_columns
 from rlhf.rollout.sequences import response_logprobs
 from rlhf.rollout.weight_transfer import SyncGroup, TensorSpec, manifest_of, send_tensors
 from rlhf.trainers.deepspeed_engine import DeepSpeedModel, LearnerSpec, init_learner_process_group, node_address
-from rlhf.trainers.modeling import exported_weights, token_values, unwrap, zero_value_head
+from rlhf.trainers.modeling import exported_weights, has_lora, lora_deltas, token_values, unwrap, zero_value_head
 
 __all__ = ["CriticLearner", "PolicyLearner", "RankStats", "mean_stats", "merge_rank_stats"]
 
@@ -137,11 +137,24 @@ class PolicyLearner(_Rank):
                            lora=self.spec.lora)
         self.tokenizer = load_tokenizer(self.spec.model_path)
         self.model = DeepSpeedModel(model, self.spec, self.world_size)
-        self._manifest = manifest_of(self._weights())
+        self._lora_sync = False
+        self._manifest = manifest_of(self._sync_tensors())
         self._sync: SyncGroup | None = None
 
     def _weights(self):
         return exported_weights(self.engine, self.spec.zero_stage)
+
+    def _sync_tensors(self):
+        """What a sync sends: the LoRA factors (:meth:`sync_lora_only`) or every weight, merged."""
+        return lora_deltas(self.engine) if self._lora_sync else self._weights()
+
+    def sync_lora_only(self) -> bool:
+        """Send only the LoRA factors from now on (for engines that merge them: the transformers engine), when
+        the policy has plain LoRA adapters at ZeRO 0-2; returns whether it does. The base weights never change
+        under LoRA, so the engine keeps its own."""
+        self._lora_sync = self.spec.zero_stage < 3 and has_lora(self.engine)
+        self._manifest = manifest_of(self._sync_tensors())
+        return self._lora_sync
 
     @busy("policy_logprobs")
     def logprobs(self, tokens: TokenBatch, temperature: float) -> torch.Tensor:
@@ -212,16 +225,21 @@ class PolicyLearner(_Rank):
     def broadcast_weights(self) -> int:
         """Send every weight to the sync group (rank 0); other ranks take part in ZeRO-3 gathers only."""
         if self.rank != 0:
-            for _ in self._weights():
+            for _ in self._sync_tensors():
                 pass
             return 0
         if self._sync is None:
             raise RuntimeError("init_sync_group() was not called; use the object-store sync instead")
-        return send_tensors(self._sync, self._weights(), self._manifest)
+        return send_tensors(self._sync, self._sync_tensors(), self._manifest)
 
     @busy("sync_send")
+    def sync_payload(self) -> dict[str, torch.Tensor]:
+        """What a sync sends, as CPU tensors (the object-store sync); empty on ranks other than 0."""
+        out = {name: tensor.detach().to("cpu", copy=True) for name, tensor in self._sync_tensors()}
+        return out if self.rank == 0 else {}
+
     def weights(self) -> dict[str, torch.Tensor]:
-        """Every weight as a CPU tensor (the object-store sync); empty on ranks other than 0."""
+        """Every weight, LoRA merged, as a CPU tensor; empty on ranks other than 0."""
         out = {name: tensor.detach().to("cpu", copy=True) for name, tensor in self._weights()}
         return out if self.rank == 0 else {}
 

@@ -108,7 +108,7 @@ def sync_weights(policy: list, rollout: list, method: str, manifest: list[Tensor
         loaded = ray.get([w.receive_weights.remote(manifest, version) for w in rollout])
         ray.get(sends)
     else:
-        exports = [p.weights.remote() for p in policy]
+        exports = [p.sync_payload.remote() for p in policy]
         loaded = ray.get([w.load_weights.remote(exports[0], version) for w in rollout])
         ray.get(exports[1:])
     if any(count != len(manifest) for count in loaded):

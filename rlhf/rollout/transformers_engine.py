@@ -77,6 +77,7 @@ class TransformersRolloutEngine:
         self.tokenizer = tokenizer
         self.batch_size = batch_size
         self.model.requires_grad_(False)
+        self._lora_base: dict[str, torch.Tensor] = {}  # base weights under LoRA-delta syncs
 
     @classmethod
     def from_pretrained(cls, path: str, dtype: str = "float32", device: str = "auto",
@@ -163,8 +164,40 @@ class TransformersRolloutEngine:
         return tokens, False
 
     def load_weights(self, weights: NamedTensors) -> int:
-        """Copy tensors by name into the model (see :func:`load_named_tensors`)."""
-        return load_named_tensors(self.model, weights)
+        """Copy tensors by name into the model (see :func:`load_named_tensors`); returns how many.
+
+        LoRA factors (names ``<weight>@lora_A`` then ``<weight>@lora_B``, from
+        :func:`rlhf.trainers.modeling.lora_deltas`) set ``weight = base + B @ A``, where ``base`` is the weight
+        as it was before the first factors arrived for it (kept once, so deltas never accumulate).
+        """
+        from rlhf.trainers.modeling import LORA_A, LORA_B
+
+        items = weights.items() if isinstance(weights, Mapping) else weights
+        plain: list[tuple[str, torch.Tensor]] = []
+        factor_a: dict[str, torch.Tensor] = {}
+        merged = 0
+        targets = dict(self.model.named_parameters())
+        with torch.no_grad():
+            for name, tensor in items:
+                if name.endswith(LORA_A):
+                    factor_a[name.removesuffix(LORA_A)] = tensor.clone()
+                    continue
+                if not name.endswith(LORA_B):
+                    plain.append((name, tensor))
+                    continue
+                weight = name.removesuffix(LORA_B)
+                if weight not in targets or weight not in factor_a:
+                    raise ValueError(f"LoRA factor '{name}' names no weight of the model, or came without its "
+                                     f"'{weight}{LORA_A}'; sync from a learner with the same base model")
+                target = targets[weight]
+                base = self._lora_base.setdefault(weight, target.detach().clone())
+                delta = tensor.to(device=target.device, dtype=torch.float32) @ factor_a.pop(weight).to(
+                    device=target.device, dtype=torch.float32)
+                target.copy_((base.float() + delta).to(target.dtype))
+                merged += 2
+        if factor_a:
+            raise ValueError(f"LoRA factor '{next(iter(factor_a))}{LORA_A}' came without its {LORA_B}")
+        return merged + (load_named_tensors(self.model, plain) if plain else 0)
 
     @torch.no_grad()
     def logprobs(self, prompt_ids: list[list[int]], response_ids: list[list[int]],

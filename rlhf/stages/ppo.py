@@ -40,7 +40,8 @@ Implementation details, in the order a run meets them:
 12. The critic regresses the GAE returns with a clipped value loss (:func:`rlhf.rl.value_loss`); during
     ``critic.warmup_steps`` only the critic trains (:func:`rlhf.rl.critic_warmup_active`).
 13. The KL coefficient is fixed or adapted to the step's mean sequence KL (:class:`rlhf.rl.AdaptiveKLController`).
-14. The policy's weights go to the rollout workers (:func:`rlhf.roles.group.sync_rollout`), then both score
+14. The policy's weights go to the rollout workers (:func:`rlhf.roles.group.sync_rollout`; with LoRA and the
+    transformers engine only the adapters' factors, which the engine merges), then both score
     a fixed probe batch and must agree within ``sync.probe_tolerance`` (:func:`rlhf.roles.weight_sync.check_sync`).
     Each phase's wall time is logged as ``timing/<phase>``, and what the actors spent computing in it as
     ``timing/compute/<work>`` (:mod:`rlhf.roles.busy`); the difference is Ray and controller overhead.
@@ -236,11 +237,13 @@ def _train(cfg: PPOConfig, run: StageRun, policy_path: str) -> Path:
     try:
         roles = start_roles(specs, res, learner_backend)
         atomic_write_json(run.path("placement.json"), placement(roles))
+        lora_sync = cfg.rollout.engine == "transformers" and any(ray.get([p.sync_lora_only.remote()
+                                                                           for p in roles.policy]))
         manifest = ray.get(roles.policy[0].weight_manifest.remote())
         sync_method = connect_sync_group(roles.policy, roles.rollout, cfg.sync.method, sync_backend,
                                          cfg.sync.timeout_s, shares_gpu=cfg.rollout_shares_gpu and sync_backend == "nccl")
         print(f"ppo: {len(roles.rollout)} rollout worker(s), {len(roles.policy)} learner rank(s), "
-              f"weight sync via {sync_method}")
+              f"weight sync via {sync_method}" + (" (LoRA factors only)" if lora_sync else ""))
         if resume is not None:
             state = load_checkpoint(roles, resume)
             kl_ctl.load_state_dict(state.kl_controller)

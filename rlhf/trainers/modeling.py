@@ -7,7 +7,10 @@
 * Critic initialisation: from the reward model when one is given (OpenRLHF, InstructGPT), else from the
   policy's backbone with a fresh value head whose weights are zero (values start at 0).
 * Export: the policy's weights under plain HF names, LoRA adapters merged in and ZeRO-3 shards gathered,
-  one tensor at a time, so the rollout engines load them with ``load_weights``.
+  one tensor at a time, so the rollout engines load them with ``load_weights``. With LoRA, only the adapters
+  change during training, so :func:`lora_deltas` exports just them (two small factors per adapted weight)
+  for an engine that keeps the base weights and merges them itself
+  (:meth:`rlhf.rollout.transformers_engine.TransformersRolloutEngine.load_weights`).
 """
 
 from __future__ import annotations
@@ -21,7 +24,11 @@ from rlhf.core.errors import UserError
 from rlhf.rollout.containers import TokenBatch
 from rlhf.rollout.sequences import position_ids
 
-__all__ = ["check_same_vocabulary", "exported_weights", "token_values", "unwrap", "value_head", "zero_value_head"]
+__all__ = ["LORA_A", "LORA_B", "check_same_vocabulary", "exported_weights", "has_lora", "lora_deltas", "token_values",
+           "unwrap", "value_head", "zero_value_head"]
+
+# Suffixes of the two factors of an adapted weight in a LoRA-delta sync: ``W = W_base + B @ A``.
+LORA_A, LORA_B = "@lora_A", "@lora_B"
 
 
 def unwrap(model):
@@ -110,6 +117,34 @@ def exported_weights(model, zero_stage: int) -> Iterator[tuple[str, torch.Tensor
                 yield clean, param.data
         for name, buffer in _persistent_buffers(base):
             yield name.replace(".base_layer", ""), buffer
+
+
+def _lora_layers(model) -> Iterator[tuple[str, torch.nn.Module, str]]:
+    """``(HF weight name, LoRA layer, adapter name)`` of every active adapter of a PEFT model."""
+    for name, module in unwrap(model).named_modules():
+        lora_a = getattr(module, "lora_A", None)
+        if not isinstance(lora_a, torch.nn.ModuleDict):
+            continue
+        for adapter in module.active_adapters:
+            if adapter in lora_a:
+                yield f"{name}.weight", module, adapter
+
+
+def has_lora(model) -> bool:
+    """Whether ``model`` carries plain LoRA adapters on linear layers (no DoRA), which :func:`lora_deltas`
+    exports."""
+    layers = list(_lora_layers(model))
+    return bool(layers) and all(isinstance(m.lora_A[a], torch.nn.Linear) and not m.use_dora.get(a, False)
+                                for _, m, a in layers)
+
+
+def lora_deltas(model) -> Iterator[tuple[str, torch.Tensor]]:
+    """Yield, for every adapted weight ``W`` (HF name), ``(name + LORA_A, A)`` then ``(name + LORA_B, s * B)``,
+    the adapter's scaling folded into ``B``: the merged weight is ``W_base + (s * B) @ A``. ZeRO 0-2 only
+    (rank 0 holds every adapter weight)."""
+    for name, module, adapter in _lora_layers(model):
+        yield name + LORA_A, module.lora_A[adapter].weight.data
+        yield name + LORA_B, module.lora_B[adapter].weight.data * module.scaling[adapter]
 
 
 def _persistent_buffers(module: torch.nn.Module) -> Iterator[tuple[str, torch.Tensor]]:
