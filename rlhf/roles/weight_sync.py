@@ -120,6 +120,7 @@ def check_sync(policy: list, rollout: list, probe: tuple[list[list[int]], list[l
     """The post-sync probe check over every worker; returns the largest difference (raises beyond it)."""
     import ray
 
-    learner = ray.get([p.probe_logprobs.remote(*probe, temperature) for p in policy])[0]
-    workers = ray.get([w.logprobs.remote(*probe, temperature) for w in rollout])
+    learner_refs = [p.probe_logprobs.remote(*probe, temperature) for p in policy]
+    workers = ray.get([w.logprobs.remote(*probe, temperature) for w in rollout])  # both sides score at once
+    learner = ray.get(learner_refs)[0]
     return max(check_probe(lp, learner, tolerance, i, step) for i, lp in enumerate(workers))
