@@ -21,6 +21,7 @@ import torch
 
 from rlhf.rollout.sequences import pack_sequences, response_logprobs
 from rlhf.rollout.types import NamedTensors, RolloutSample, SamplingParams
+from rlhf.rollout.weight_transfer import LORA_A, LORA_B
 
 __all__ = ["TransformersRolloutEngine", "bare_generation_config", "load_named_tensors"]
 
@@ -167,11 +168,9 @@ class TransformersRolloutEngine:
         """Copy tensors by name into the model (see :func:`load_named_tensors`); returns how many.
 
         LoRA factors (names ``<weight>@lora_A`` then ``<weight>@lora_B``, from
-        :func:`rlhf.trainers.modeling.lora_deltas`) set ``weight = base + B @ A``, where ``base`` is the weight
+        the learner's LoRA-only sync) set ``weight = base + B @ A``, where ``base`` is the weight
         as it was before the first factors arrived for it (kept once, so deltas never accumulate).
         """
-        from rlhf.trainers.modeling import LORA_A, LORA_B
-
         items = weights.items() if isinstance(weights, Mapping) else weights
         plain: list[tuple[str, torch.Tensor]] = []
         factor_a: dict[str, torch.Tensor] = {}

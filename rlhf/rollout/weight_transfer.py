@@ -17,7 +17,12 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
-__all__ = ["SyncGroup", "TensorSpec", "WeightSyncError", "manifest_of", "receive_tensors", "send_tensors"]
+__all__ = ["LORA_A", "LORA_B", "SyncGroup", "TensorSpec", "WeightSyncError", "manifest_of", "receive_tensors",
+           "send_tensors"]
+
+# Name suffixes of the two factors of a LoRA-adapted weight when a sync sends only the adapters: the engine
+# sets ``W = W_base + B @ A`` (:func:`rlhf.trainers.modeling.lora_deltas` sends them).
+LORA_A, LORA_B = "@lora_A", "@lora_B"
 
 
 class WeightSyncError(RuntimeError):

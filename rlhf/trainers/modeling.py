@@ -23,12 +23,11 @@ import torch
 from rlhf.core.errors import UserError
 from rlhf.rollout.containers import TokenBatch
 from rlhf.rollout.sequences import position_ids
+from rlhf.rollout.weight_transfer import LORA_A, LORA_B
 
 __all__ = ["LORA_A", "LORA_B", "check_same_vocabulary", "exported_weights", "has_lora", "lora_deltas", "token_values",
            "unwrap", "value_head", "zero_value_head"]
 
-# Suffixes of the two factors of an adapted weight in a LoRA-delta sync: ``W = W_base + B @ A``.
-LORA_A, LORA_B = "@lora_A", "@lora_B"
 
 
 def unwrap(model):
