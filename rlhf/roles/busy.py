@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
 
-__all__ = ["BusyTime", "busy", "merge_busy"]
+__all__ = ["BusyRole", "BusyTime", "busy", "merge_busy"]
 
 F = TypeVar("F", bound=Callable)
 
@@ -39,6 +39,17 @@ class BusyTime:
         """The sums so far, then start again from zero."""
         out, self._seconds = self._seconds, {}
         return out
+
+
+class BusyRole:
+    """A role whose methods count their time with :func:`busy`: it sets ``self.busy = BusyTime()`` when built
+    and hands the sums over with :meth:`busy_seconds`."""
+
+    busy: BusyTime
+
+    def busy_seconds(self) -> dict[str, float]:
+        """Seconds spent per kind of work since the last call."""
+        return self.busy.drain()
 
 
 def busy(name: str) -> Callable[[F], F]:

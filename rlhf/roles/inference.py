@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 from rlhf.core.errors import UserError
-from rlhf.roles.busy import BusyTime, busy
+from rlhf.roles.busy import BusyRole, BusyTime, busy
 from rlhf.rollout.containers import TokenBatch, pad_columns
 from rlhf.rollout.engines import EngineKind
 from rlhf.rollout.sequences import response_logprobs
@@ -57,7 +57,7 @@ class RolloutSpec:
     sleep: bool = False
 
 
-class RolloutWorker:
+class RolloutWorker(BusyRole):
     """One rollout engine in its own process."""
 
     def __init__(self, spec: RolloutSpec) -> None:
@@ -74,10 +74,6 @@ class RolloutWorker:
 
     def node_id(self) -> str:
         return _node_id()
-
-    def busy_seconds(self) -> dict[str, float]:
-        """Seconds spent generating, scoring probes and loading weights since the last call."""
-        return self.busy.drain()
 
     def weights_version(self) -> int:
         """The policy step of the weights in the engine (Ray runs an actor's calls in order, so asked right
@@ -146,7 +142,7 @@ class ReferenceSpec:
     threads: int = 1
 
 
-class ReferenceActor:
+class ReferenceActor(BusyRole):
     """The frozen reference policy (the starting point the KL term measures against)."""
 
     def __init__(self, spec: ReferenceSpec) -> None:
@@ -159,10 +155,6 @@ class ReferenceActor:
 
     def node_id(self) -> str:
         return _node_id()
-
-    def busy_seconds(self) -> dict[str, float]:
-        """Seconds spent on reference log-probs since the last call."""
-        return self.busy.drain()
 
     @busy("reference")
     @torch.no_grad()
@@ -215,7 +207,7 @@ class RewardSpec:
             raise UserError("give exactly one of reward.model (an RM stage folder) or reward.function (module:function)")
 
 
-class RewardActor:
+class RewardActor(BusyRole):
     """Scores replies with a reward model or a reward function."""
 
     def __init__(self, spec: RewardSpec) -> None:
@@ -242,10 +234,6 @@ class RewardActor:
 
     def node_id(self) -> str:
         return _node_id()
-
-    def busy_seconds(self) -> dict[str, float]:
-        """Seconds spent scoring since the last call."""
-        return self.busy.drain()
 
     def stats(self) -> RewardStats | None:
         """The stored normalisation statistics (reward models only; None when absent)."""

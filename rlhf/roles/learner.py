@@ -24,7 +24,7 @@ import torch
 
 from rlhf.rl.losses import PolicyLossSettings, ppo_objective, value_loss
 from rlhf.rl.types import AggregationMode
-from rlhf.roles.busy import BusyTime, busy
+from rlhf.roles.busy import BusyRole, BusyTime, busy
 from rlhf.rollout.containers import Batch, TokenBatch, pad_columns
 from rlhf.rollout.sequences import response_logprobs
 from rlhf.rollout.weight_transfer import SyncGroup, TensorSpec, manifest_of, send_tensors
@@ -78,7 +78,7 @@ def _to(tensor: torch.Tensor | None, device) -> torch.Tensor | None:
     return None if tensor is None else tensor.to(device)
 
 
-class _Rank:
+class _Rank(BusyRole):
     """What both learner roles share: rank bookkeeping and the process group."""
 
     def __init__(self, spec: LearnerSpec, rank: int, world_size: int, backend: str) -> None:
@@ -88,10 +88,6 @@ class _Rank:
         self.backend = backend
         self.model: DeepSpeedModel | None = None
         self.busy = BusyTime()
-
-    def busy_seconds(self) -> dict[str, float]:
-        """Seconds spent per kind of work since the last call."""
-        return self.busy.drain()
 
     def address(self) -> tuple[str, int]:
         """Rendezvous address for this role's process group (asked of rank 0)."""
@@ -232,16 +228,19 @@ class PolicyLearner(_Rank):
             raise RuntimeError("init_sync_group() was not called; use the object-store sync instead")
         return send_tensors(self._sync, self._sync_tensors(), self._manifest)
 
+    def _on_cpu(self, named) -> dict[str, torch.Tensor]:
+        """``named`` copied to the CPU (every rank iterates it: ZeRO-3 gathers); empty on ranks other than 0."""
+        out = {name: tensor.detach().to("cpu", copy=True) for name, tensor in named}
+        return out if self.rank == 0 else {}
+
     @busy("sync_send")
     def sync_payload(self) -> dict[str, torch.Tensor]:
         """What a sync sends, as CPU tensors (the object-store sync); empty on ranks other than 0."""
-        out = {name: tensor.detach().to("cpu", copy=True) for name, tensor in self._sync_tensors()}
-        return out if self.rank == 0 else {}
+        return self._on_cpu(self._sync_tensors())
 
     def weights(self) -> dict[str, torch.Tensor]:
         """Every weight, LoRA merged, as a CPU tensor; empty on ranks other than 0."""
-        out = {name: tensor.detach().to("cpu", copy=True) for name, tensor in self._weights()}
-        return out if self.rank == 0 else {}
+        return self._on_cpu(self._weights())
 
     def save_pretrained(self, folder: str) -> None:
         """Write the policy (LoRA merged, ZeRO-3 gathered) as an HF model folder with its tokenizer (rank 0)."""

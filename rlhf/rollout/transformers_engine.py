@@ -165,38 +165,46 @@ class TransformersRolloutEngine:
         return tokens, False
 
     def load_weights(self, weights: NamedTensors) -> int:
-        """Copy tensors by name into the model (see :func:`load_named_tensors`); returns how many.
+        """Copy tensors by name into the model (see :func:`load_named_tensors`), each as it arrives; returns
+        how many.
 
-        LoRA factors (names ``<weight>@lora_A`` then ``<weight>@lora_B``, from
-        the learner's LoRA-only sync) set ``weight = base + B @ A``, where ``base`` is the weight
-        as it was before the first factors arrived for it (kept once, so deltas never accumulate).
+        LoRA factors (names ``<weight>@lora_A`` then ``<weight>@lora_B``, from the learner's LoRA-only sync)
+        set ``weight = base + B @ A``, where ``base`` is the weight as it was before the first factors arrived
+        for it (kept once, so deltas never accumulate).
         """
         items = weights.items() if isinstance(weights, Mapping) else weights
-        plain: list[tuple[str, torch.Tensor]] = []
         factor_a: dict[str, torch.Tensor] = {}
-        merged = 0
         targets = dict(self.model.named_parameters())
-        with torch.no_grad():
+        merged = 0
+
+        def plain() -> Iterator[tuple[str, torch.Tensor]]:
+            nonlocal merged
             for name, tensor in items:
                 if name.endswith(LORA_A):
                     factor_a[name.removesuffix(LORA_A)] = tensor.clone()
-                    continue
-                if not name.endswith(LORA_B):
-                    plain.append((name, tensor))
-                    continue
-                weight = name.removesuffix(LORA_B)
-                if weight not in targets or weight not in factor_a:
-                    raise ValueError(f"LoRA factor '{name}' names no weight of the model, or came without its "
-                                     f"'{weight}{LORA_A}'; sync from a learner with the same base model")
-                target = targets[weight]
-                base = self._lora_base.setdefault(weight, target.detach().clone())
-                delta = tensor.to(device=target.device, dtype=torch.float32) @ factor_a.pop(weight).to(
-                    device=target.device, dtype=torch.float32)
-                target.copy_((base.float() + delta).to(target.dtype))
-                merged += 2
+                elif name.endswith(LORA_B):
+                    self._merge_lora(name.removesuffix(LORA_B), factor_a, tensor, targets)
+                    merged += 2
+                else:
+                    yield name, tensor
+
+        loaded = load_named_tensors(self.model, plain())
         if factor_a:
             raise ValueError(f"LoRA factor '{next(iter(factor_a))}{LORA_A}' came without its {LORA_B}")
-        return merged + (load_named_tensors(self.model, plain) if plain else 0)
+        return loaded + merged
+
+    @torch.no_grad()
+    def _merge_lora(self, weight: str, factor_a: dict[str, torch.Tensor], factor_b: torch.Tensor,
+                    targets: dict[str, torch.nn.Parameter]) -> None:
+        """``weight = base + factor_b @ A`` (``A`` taken out of ``factor_a``), the base kept on first use."""
+        if weight not in targets or weight not in factor_a:
+            raise ValueError(f"LoRA factor '{weight}{LORA_B}' names no weight of the model, or came without its "
+                             f"'{weight}{LORA_A}'; sync from a learner with the same base model")
+        target = targets[weight]
+        base = self._lora_base.setdefault(weight, target.detach().clone())
+        delta = factor_b.to(device=target.device, dtype=torch.float32) @ factor_a.pop(weight).to(
+            device=target.device, dtype=torch.float32)
+        target.copy_((base.float() + delta).to(target.dtype))
 
     @torch.no_grad()
     def logprobs(self, prompt_ids: list[list[int]], response_ids: list[list[int]],

@@ -25,9 +25,8 @@ from rlhf.rollout.containers import TokenBatch
 from rlhf.rollout.sequences import position_ids
 from rlhf.rollout.weight_transfer import LORA_A, LORA_B
 
-__all__ = ["LORA_A", "LORA_B", "check_same_vocabulary", "exported_weights", "has_lora", "lora_deltas", "token_values",
-           "unwrap", "value_head", "zero_value_head"]
-
+__all__ = ["check_same_vocabulary", "exported_weights", "has_lora", "lora_deltas", "token_values", "unwrap",
+           "value_head", "zero_value_head"]
 
 
 def unwrap(model):
@@ -130,11 +129,12 @@ def _lora_layers(model) -> Iterator[tuple[str, torch.nn.Module, str]]:
 
 
 def has_lora(model) -> bool:
-    """Whether ``model`` carries plain LoRA adapters on linear layers (no DoRA), which :func:`lora_deltas`
-    exports."""
+    """Whether ``model`` carries plain LoRA adapters on linear layers (no DoRA, one active adapter per layer),
+    which :func:`lora_deltas` exports."""
     layers = list(_lora_layers(model))
-    return bool(layers) and all(isinstance(m.lora_A[a], torch.nn.Linear) and not m.use_dora.get(a, False)
-                                for _, m, a in layers)
+    one_each = len({name for name, _, _ in layers}) == len(layers)
+    return bool(layers) and one_each and all(isinstance(m.lora_A[a], torch.nn.Linear) and not m.use_dora.get(a, False)
+                                             for _, m, a in layers)
 
 
 def lora_deltas(model) -> Iterator[tuple[str, torch.Tensor]]:
