@@ -54,6 +54,10 @@ class RMLossConfig(StrictModel):
     margin_scale: float = Field(1.0, ge=0.0, description="multiplier of the margin")
     center_rewards_coefficient: float | None = Field(None, ge=0.0, description="weight of mean((r_c+r_r)^2) "
                                                      "keeping rewards centred (e.g. 0.01); omit for none")
+    batching: Literal["pairs", "prompts"] = Field(
+        "pairs", description="'pairs': train.batch_size pairs per step (TRL's RewardTrainer); 'prompts': "
+        "train.batch_size prompts per step, each distinct reply scored once and the loss taken over every pair "
+        "among them (K candidates cost K forward passes, not 2 per pair; rlhf.trainers.grouped_reward)")
 
 
 class PreferenceTrainConfig(HFTrainerSettings):

@@ -10,6 +10,9 @@ Loss (TRL ``RewardTrainer``): ``-log sigmoid(r_c - r_r - m)`` per pair, where th
 (``loss.margin: none``), ``scale * (2 * agreement - 1)`` (``agreement``: unanimous pairs ask for a wider
 gap) or ``scale * margin`` (``strength``: the snapshot's preference strength); plus optionally
 ``center_rewards_coefficient * mean((r_c + r_r)^2)`` to keep rewards near zero (Eisenstein et al. 2023).
+With ``loss.batching: prompts`` a batch holds prompts instead of pairs: each distinct reply is scored once and
+the same loss is taken over every pair among them (:mod:`rlhf.trainers.grouped_reward`), which makes a
+ranking of K candidates cost K forward passes instead of K(K-1).
 The model is a sequence classifier with one output on top of ``model.name_or_path`` (usually the SFT
 policy); LoRA and DeepSpeed ZeRO come from the config. Training runs on ``resources.num_workers`` Ray Train
 workers (:mod:`rlhf.trainers.ray_train`) and resumes from the newest complete checkpoint after a crash. The
@@ -100,23 +103,34 @@ def _margin(pair: PreferencePair, mode: str, scale: float) -> float:
 
 
 def _save_dataset(pairs: list[PreferencePair], tokenizer, max_length: int, folder: Path, margin_mode: str,
-                  scale: float) -> tuple[list[PreferencePair], int]:
-    """Tokenise pairs (exactly as :func:`reward_scores` does) into a dataset on disk; (kept pairs, dropped)."""
+                  scale: float, by_prompt: bool = False) -> tuple[list[PreferencePair], int]:
+    """Tokenise pairs (exactly as :func:`reward_scores` does) into a dataset on disk; (kept pairs, dropped).
+
+    ``by_prompt`` writes one row per prompt (:func:`rlhf.trainers.grouped_reward.group_rows`), each distinct
+    reply tokenised once."""
     from datasets import Dataset
 
-    rows, kept = [], []
-    for pair in pairs:
-        chosen = chat_ids(tokenizer, pair.conversation(), pair.chosen)
-        rejected = chat_ids(tokenizer, pair.conversation(), pair.rejected)
-        if max(len(chosen), len(rejected)) > max_length:
-            continue
-        row: dict[str, Any] = {"chosen_ids": chosen, "rejected_ids": rejected}
-        if margin_mode != "none":
-            row["margin"] = _margin(pair, margin_mode, scale)
-        rows.append(row)
-        kept.append(pair)
-    if not rows:
+    tokens: dict[tuple, list[int]] = {}
+
+    def ids(pair: PreferencePair, attr: str) -> list[int]:
+        key = (tuple(tuple(m.items()) for m in pair.conversation()), getattr(pair, attr))
+        if key not in tokens:
+            tokens[key] = chat_ids(tokenizer, pair.conversation(), getattr(pair, attr))
+        return tokens[key]
+
+    kept = [p for p in pairs if max(len(ids(p, "chosen")), len(ids(p, "rejected"))) <= max_length]
+    if not kept:
         raise UserError(f"every pair is longer than train.max_length={max_length} tokens; raise train.max_length")
+    margins = [_margin(p, margin_mode, scale) for p in kept] if margin_mode != "none" else None
+    if by_prompt:
+        from rlhf.trainers.grouped_reward import group_rows
+
+        rows = group_rows([p.prompt_id for p in kept], [ids(p, "chosen") for p in kept],
+                          [ids(p, "rejected") for p in kept], margins)
+    else:
+        rows = [{"chosen_ids": ids(p, "chosen"), "rejected_ids": ids(p, "rejected")} for p in kept]
+        for row, margin in zip(rows, margins or []):
+            row["margin"] = margin
     shutil.rmtree(folder, ignore_errors=True)
     Dataset.from_list(rows).save_to_disk(str(folder))
     return kept, len(pairs) - len(kept)
@@ -149,11 +163,12 @@ def _train(cfg: RMConfig, run: StageRun, pairs: list[PreferencePair], summary: d
                         "both must be non-empty (adjust data.eval_fraction or the snapshot's split fields)")
     data_dir = run.path("data")
     tokenizer = load_tokenizer(base)
+    by_prompt = cfg.loss.batching == "prompts"
     train_pairs, dropped = _save_dataset(train_pairs, tokenizer, cfg.train.max_length, data_dir / "train",
-                                         cfg.loss.margin, cfg.loss.margin_scale)
+                                         cfg.loss.margin, cfg.loss.margin_scale, by_prompt)
     if cfg.train.eval_steps:
         _save_dataset(eval_pairs, tokenizer, cfg.train.max_length, data_dir / "eval", cfg.loss.margin,
-                      cfg.loss.margin_scale)
+                      cfg.loss.margin_scale, by_prompt)
     ckpt_dir = run.path("checkpoints")
     resume = last_complete_checkpoint(ckpt_dir)
     if resume is not None:
@@ -175,7 +190,7 @@ def _train(cfg: RMConfig, run: StageRun, pairs: list[PreferencePair], summary: d
         "adapter_dir": str(run.path(".adapter.partial")),
         "metrics": str(run.path("metrics.jsonl")), "tensorboard": str(run.path("tensorboard")),
     }
-    final = run_on_ray(trl_worker, {**payload, "trainer": "reward"}, cfg.resources, storage=run.path("ray"), name="rm")
+    final = run_on_ray(trl_worker, {**payload, "trainer": "grouped_reward" if by_prompt else "reward"}, cfg.resources, storage=run.path("ray"), name="rm")
     target = run.path("model")
     model_outputs = publish_trained(staging, run.dir, cfg.model.lora.saved)
 
@@ -185,6 +200,7 @@ def _train(cfg: RMConfig, run: StageRun, pairs: list[PreferencePair], summary: d
     metrics = {"train/global_step": final.get("global_step"), "train/final_loss": final.get("final_loss"),
                "train/resumed_from_step": final.get("resumed_from_step"),
                "data/train_pairs": len(train_pairs), "data/eval_pairs": len(eval_pairs),
+               "data/train_prompts": len({p.prompt_id for p in train_pairs}),
                "data/train_pairs_too_long": dropped,
                **{f"eval/{k}": v for k, v in report["summary"].items()}}
     atomic_write_json(run.path("metrics.json"), {**metrics, "data/source": summary})

@@ -219,15 +219,16 @@ def _step_of(checkpoint: str | None) -> int:
 
 
 # Which TRL trainer a worker builds, by the ``trainer`` key of its payload: (model role, LoRA task type).
-TRAINER_KINDS = {"reward": ("reward", "SEQ_CLS"), "dpo": ("policy", "CAUSAL_LM"),
-                 "online_dpo": ("policy", "CAUSAL_LM")}
+TRAINER_KINDS = {"reward": ("reward", "SEQ_CLS"), "grouped_reward": ("reward", "SEQ_CLS"),
+                 "dpo": ("policy", "CAUSAL_LM"), "online_dpo": ("policy", "CAUSAL_LM")}
 
 
 def trl_worker(payload: dict[str, Any]) -> None:
     """Ray Train worker: build the TRL trainer named by ``payload["trainer"]`` and train it.
 
     One worker function serves the reward-model and DPO stages; they differ only in the trainer and
-    config classes, the model role and the LoRA task type. ``online_dpo`` also loads the frozen reward model
+    config classes, the model role and the LoRA task type. ``grouped_reward`` trains on prompt rows with
+    :class:`rlhf.trainers.grouped_reward.GroupedRewardTrainer`. ``online_dpo`` also loads the frozen reward model
     at ``payload["reward_model"]`` with its own tokenizer; TRL places it on the worker's device (and under
     DeepSpeed) and scores each sampled reply with the chat template, as the RM stage trained it.
     """
@@ -240,9 +241,15 @@ def trl_worker(payload: dict[str, Any]) -> None:
 
     kind = payload["trainer"]
     role, task_type = TRAINER_KINDS[kind]
+    extra: dict[str, Any] = {}
     if kind == "reward":
         from trl import RewardConfig as TrainerConfig
         from trl import RewardTrainer as Trainer
+    elif kind == "grouped_reward":
+        from trl import RewardConfig as TrainerConfig
+
+        from rlhf.trainers.grouped_reward import GroupedPreferenceCollator
+        from rlhf.trainers.grouped_reward import GroupedRewardTrainer as Trainer
     elif kind == "dpo":
         from trl import DPOConfig as TrainerConfig
         from trl import DPOTrainer as Trainer
@@ -255,16 +262,18 @@ def trl_worker(payload: dict[str, Any]) -> None:
     tokenizer = load_tokenizer(payload["base"])
     model = load_model(payload["base"], role, dtype=payload["dtype"], device="cpu")
     lora = LoraSettings(**payload["lora"]) if payload["lora"] else None
-    reward: dict[str, Any] = {}
+    if kind == "grouped_reward":
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        extra["data_collator"] = GroupedPreferenceCollator(pad)
     if kind == "online_dpo":
-        reward = {"reward_funcs": load_model(payload["reward_model"], "reward", dtype=payload["dtype"], device="cpu"),
+        extra = {"reward_funcs": load_model(payload["reward_model"], "reward", dtype=payload["dtype"], device="cpu"),
                   "reward_processing_classes": load_tokenizer(payload["reward_model"])}
     trainer = Trainer(
         model=model, args=TrainerConfig(**payload["args"]), processing_class=tokenizer,
         train_dataset=load_from_disk(payload["train_data"]),
         eval_dataset=load_from_disk(payload["eval_data"]) if payload["eval_data"] else None,
         peft_config=_lora_config(lora, task_type) if lora else None,
-        callbacks=[JsonlMetricsCallback(payload["metrics"], prefix="train/"), no_final_checkpoint()], **reward,
+        callbacks=[JsonlMetricsCallback(payload["metrics"], prefix="train/"), no_final_checkpoint()], **extra,
     )
     train_in_worker(trainer, payload["resume"], Path(payload["model_dir"]), tokenizer,
                     lora_save=lora.save if lora else None, adapter_dir=Path(payload["adapter_dir"]),
