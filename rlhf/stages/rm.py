@@ -190,7 +190,8 @@ def _train(cfg: RMConfig, run: StageRun, pairs: list[PreferencePair], summary: d
         "adapter_dir": str(run.path(".adapter.partial")),
         "metrics": str(run.path("metrics.jsonl")), "tensorboard": str(run.path("tensorboard")),
     }
-    final = run_on_ray(trl_worker, {**payload, "trainer": "grouped_reward" if by_prompt else "reward"}, cfg.resources, storage=run.path("ray"), name="rm")
+    trainer = "grouped_reward" if by_prompt else "reward"
+    final = run_on_ray(trl_worker, {**payload, "trainer": trainer}, cfg.resources, storage=run.path("ray"), name="rm")
     target = run.path("model")
     model_outputs = publish_trained(staging, run.dir, cfg.model.lora.saved)
 

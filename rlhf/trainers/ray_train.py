@@ -264,10 +264,10 @@ def trl_worker(payload: dict[str, Any]) -> None:
     lora = LoraSettings(**payload["lora"]) if payload["lora"] else None
     if kind == "grouped_reward":
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        extra["data_collator"] = GroupedPreferenceCollator(pad)
-    if kind == "online_dpo":
+        extra = {"data_collator": GroupedPreferenceCollator(pad)}
+    elif kind == "online_dpo":
         extra = {"reward_funcs": load_model(payload["reward_model"], "reward", dtype=payload["dtype"], device="cpu"),
-                  "reward_processing_classes": load_tokenizer(payload["reward_model"])}
+                 "reward_processing_classes": load_tokenizer(payload["reward_model"])}
     trainer = Trainer(
         model=model, args=TrainerConfig(**payload["args"]), processing_class=tokenizer,
         train_dataset=load_from_disk(payload["train_data"]),
