@@ -83,10 +83,10 @@ def _preflight(config: ServiceConfig, layout: ServiceLayout) -> None:
                         "(or 'make system-deps')")
     if not _port_free(config.host, config.port):
         raise UserError(f"port {config.port} on {config.host} is already in use; stop what uses it "
-                        f"or choose another port with service.port=<port>")
+                        f"or choose another port with service.port=<port> (label.service.port=<port> in a pipeline)")
     if config.redis_port and not _port_free("127.0.0.1", config.redis_port):
         raise UserError(f"Redis port {config.redis_port} on 127.0.0.1 is already in use; choose another with "
-                        "service.redis_port=<port> (or 0 for a unix socket)")
+                        "service.redis_port=<port> (label.service.redis_port in a pipeline; 0 for a unix socket)")
     if not config.redis_port and len(str(layout.redis_socket)) > MAX_UNIX_SOCKET_PATH:
         raise UserError(f"the Redis socket path {layout.redis_socket} is too long for a unix socket; use a "
                         "shorter service.home or a TCP port with service.redis_port=<port>")

@@ -47,7 +47,8 @@ def test_port_in_use_is_one_clear_line(tmp_path, labeling_service):
         start_service(taken)
     message = str(err.value)
     assert f"port {labeling_service.config.port} on 127.0.0.1 is already in use" in message
-    assert "service.port" in message and "\n" not in message
+    assert "service.port=<port>" in message and "label.service.port=<port> in a pipeline" in message
+    assert "\n" not in message
 
 
 def test_missing_redis_names_the_package(tmp_path, monkeypatch, free_tcp_port):
