@@ -52,7 +52,8 @@ def test_push_honeypots_follow_the_bots_rubric_unless_the_push_names_its_own():
         "rlhf.world.demo:gold_rubric"
     no_demo = load_config(QUICKSTART, [*team, "label_push.honeypots.demo=0"])  # nothing for a rubric to order
     assert no_demo.stage_config("label_push", {"candidates": "c"}, 1).honeypots.rubric == "rlhf.world.demo:gold_rubric"
-    assert no_demo.label_push == {"min_submitted": 2, "honeypots": {"demo": 0}}  # the section itself is unchanged
+    assert no_demo.label_push == {"template": "ranking-v2-8", "min_submitted": 2,
+                                  "honeypots": {"demo": 0, "min_gap": 0.1}}  # the section itself is unchanged
 
 
 def test_online_dpo_gets_the_rounds_reward_model_and_refuses_a_user_set_one(tmp_path):
