@@ -31,6 +31,7 @@ from __future__ import annotations
 import os
 import random
 import shutil
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +52,7 @@ from rlhf.models.reward import REWARD_STATS_FILE, chat_ids, reward_scores
 from rlhf.trainers.hf import deepspeed_dict, last_complete_checkpoint, publish_trained
 from rlhf.trainers.ray_train import per_device_batch_size, run_on_ray, trainer_arguments, trl_worker
 
-__all__ = ["RMConfig", "prepare_pairs", "run_reward_model"]
+__all__ = ["RMConfig", "group_rows", "prepare_pairs", "run_reward_model"]
 
 
 def prepare_pairs(data: PairsDataConfig, root: str, seed: int
@@ -102,12 +103,32 @@ def _margin(pair: PreferencePair, mode: str, scale: float) -> float:
     return 0.0
 
 
+def group_rows(prompt_ids: Iterable[str], chosen: Iterable[list[int]], rejected: Iterable[list[int]],
+               margins: Iterable[float] | None = None) -> list[dict[str, Any]]:
+    """One row per prompt from aligned pair columns: each pair's prompt id and its chosen and rejected token ids
+    (prompt and reply). A reply shared by several pairs of its prompt appears once in its row."""
+    rows: dict[str, dict[str, Any]] = {}
+    slots: dict[str, dict[tuple[int, ...], int]] = {}
+    margin_list = None if margins is None else list(margins)
+    for n, (prompt, c_ids, r_ids) in enumerate(zip(prompt_ids, chosen, rejected, strict=True)):
+        row = rows.setdefault(prompt, {"replies_ids": [], "chosen_index": [], "rejected_index": []})
+        index = slots.setdefault(prompt, {})
+        for ids in (c_ids, r_ids):
+            if tuple(ids) not in index:
+                index[tuple(ids)] = len(row["replies_ids"])
+                row["replies_ids"].append(list(ids))
+        row["chosen_index"].append(index[tuple(c_ids)])
+        row["rejected_index"].append(index[tuple(r_ids)])
+        if margin_list is not None:
+            row.setdefault("margin", []).append(float(margin_list[n]))
+    return list(rows.values())
+
+
 def _save_dataset(pairs: list[PreferencePair], tokenizer, max_length: int, folder: Path, margin_mode: str,
                   scale: float, by_prompt: bool = False) -> tuple[list[PreferencePair], int]:
     """Tokenise pairs (exactly as :func:`reward_scores` does) into a dataset on disk; (kept pairs, dropped).
 
-    ``by_prompt`` writes one row per prompt (:func:`rlhf.trainers.grouped_reward.group_rows`), each distinct
-    reply tokenised once."""
+    ``by_prompt`` writes one row per prompt (:func:`group_rows`), each distinct reply tokenised once."""
     from datasets import Dataset
 
     tokens: dict[tuple, list[int]] = {}
@@ -123,8 +144,6 @@ def _save_dataset(pairs: list[PreferencePair], tokenizer, max_length: int, folde
         raise UserError(f"every pair is longer than train.max_length={max_length} tokens; raise train.max_length")
     margins = [_margin(p, margin_mode, scale) for p in kept] if margin_mode != "none" else None
     if by_prompt:
-        from rlhf.trainers.grouped_reward import group_rows
-
         rows = group_rows([p.prompt_id for p in kept], [ids(p, "chosen") for p in kept],
                           [ids(p, "rejected") for p in kept], margins)
     else:

@@ -5,7 +5,8 @@ up to K(K-1)/2 pairs over only K distinct replies, so pair rows cost K(K-1) forw
 12 for K = 4, 56 for K = 8. Nothing in TRL batches a ranking that way, so this module keeps TRL's trainer
 (optimiser, schedule, logging, checkpoints, LoRA, DeepSpeed, Ray Train) and changes only what a row is:
 
-* a row is one prompt: ``replies_ids`` (each distinct reply, tokenised with its prompt), and the pairs among
+* a row is one prompt (written by :func:`rlhf.stages.rm.group_rows`, so the driver that writes the rows
+  never imports TRL): ``replies_ids`` (each distinct reply, tokenised with its prompt), and the pairs among
   them as ``chosen_index`` / ``rejected_index`` (and ``margin`` when the loss has one);
 * :class:`GroupedPreferenceCollator` pads every reply of the batch into one tensor and shifts the indices;
 * :class:`GroupedRewardTrainer` scores that tensor once and applies TRL's loss to every pair of the batch:
@@ -18,7 +19,6 @@ one batch element, one forward pass per completion; pair rows over-fit within an
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,30 +26,9 @@ import torch
 from torch import nn
 from trl import RewardTrainer
 
-__all__ = ["GROUP_COLUMNS", "GroupedPreferenceCollator", "GroupedRewardTrainer", "group_rows"]
+__all__ = ["GROUP_COLUMNS", "GroupedPreferenceCollator", "GroupedRewardTrainer"]
 
 GROUP_COLUMNS = ["replies_ids", "chosen_index", "rejected_index", "margin"]
-
-
-def group_rows(prompt_ids: Iterable[str], chosen: Iterable[list[int]], rejected: Iterable[list[int]],
-               margins: Iterable[float] | None = None) -> list[dict[str, Any]]:
-    """One row per prompt from aligned pair columns: each pair's prompt id and its chosen and rejected token ids
-    (prompt and reply). A reply shared by several pairs of its prompt appears once in its row."""
-    rows: dict[str, dict[str, Any]] = {}
-    slots: dict[str, dict[tuple[int, ...], int]] = {}
-    margin_list = None if margins is None else list(margins)
-    for n, (prompt, c_ids, r_ids) in enumerate(zip(prompt_ids, chosen, rejected, strict=True)):
-        row = rows.setdefault(prompt, {"replies_ids": [], "chosen_index": [], "rejected_index": []})
-        index = slots.setdefault(prompt, {})
-        for ids in (c_ids, r_ids):
-            if tuple(ids) not in index:
-                index[tuple(ids)] = len(row["replies_ids"])
-                row["replies_ids"].append(list(ids))
-        row["chosen_index"].append(index[tuple(c_ids)])
-        row["rejected_index"].append(index[tuple(r_ids)])
-        if margin_list is not None:
-            row.setdefault("margin", []).append(float(margin_list[n]))
-    return list(rows.values())
 
 
 @dataclass
@@ -87,7 +66,8 @@ class GroupedRewardTrainer(RewardTrainer):
 
     def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
         if "replies_ids" not in dataset.column_names:
-            raise ValueError(f"{dataset_name} dataset has no replies_ids column; build its rows with group_rows")
+            raise ValueError(f"{dataset_name} dataset has no replies_ids column; write it with the RM stage's "
+                             "rlhf.stages.rm.group_rows")
         return dataset
 
     def _set_signature_columns_if_needed(self):
