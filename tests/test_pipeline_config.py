@@ -77,3 +77,20 @@ def test_without_the_sft_stage_the_round_starts_from_the_named_model_as_it_is(tm
     assert (folder / "config.json").is_file()
     assert not (tmp_path / "sft").exists(), "the SFT stage ran although sft_stage is false"
     assert "no SFT stage" in capsys.readouterr().out
+
+
+def test_rounds_without_new_prompts_are_refused_before_any_training(tmp_path, monkeypatch):
+    from rlhf.core.errors import UserError
+    from rlhf.stages import pipeline
+
+    def training_started(*_):
+        raise AssertionError("the round started training although its rounds could not be fed")
+
+    monkeypatch.setattr(pipeline, "_starting_policy", training_started)
+    # The quickstart answers all of its 669 training prompts in round 1, so a second round would find none.
+    cfg = load_config(QUICKSTART, [f"run.root={tmp_path}", "rounds=2"])
+    with pytest.raises(UserError, match=r"rounds=2 needs more than 800 training prompts .* prepare kept 669; "
+                                        r"set generate.prompts.limit=334"):
+        pipeline.run_pipeline(cfg)
+    train = next((tmp_path / "prepare").glob("r1-*")) / "prompts" / "train.jsonl"
+    pipeline._check_prompts_for_rounds(load_config(QUICKSTART, ["rounds=2", "generate.prompts.limit=334"]), train)

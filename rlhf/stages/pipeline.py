@@ -31,6 +31,7 @@ from typing import Any
 
 from rlhf.configs.pipeline import PipelineConfig
 from rlhf.core.artifacts import atomic_write_json
+from rlhf.core.errors import UserError
 
 __all__ = ["PipelineConfig", "run_pipeline"]
 
@@ -120,6 +121,22 @@ def _starting_policy(cfg: PipelineConfig, clock: _Clock) -> tuple[str, Path]:
     return "base", Path(resolve_model_path(base.name_or_path, base.tiny))
 
 
+def _check_prompts_for_rounds(cfg: PipelineConfig, train_prompts: Path) -> None:
+    """Refuse, before any training, a round count whose last round would find no new training prompt (each
+    round answers the next ``generate.prompts.limit`` prompts of ``train_prompts``)."""
+    if cfg.rounds == 1:
+        return
+    from rlhf.configs.generate import PromptSource
+
+    limit = PromptSource(**cfg.generate.get("prompts", {})).limit
+    with train_prompts.open(encoding="utf-8") as fh:
+        available = sum(1 for line in fh if line.strip())
+    if (cfg.rounds - 1) * limit >= available:
+        raise UserError(f"rounds={cfg.rounds} needs more than {(cfg.rounds - 1) * limit} training prompts "
+                        f"(generate.prompts.limit={limit} a round) but prepare kept {available}; set "
+                        f"generate.prompts.limit={available // cfg.rounds} or more prepare.source prompts")
+
+
 def run_pipeline(cfg: PipelineConfig) -> Path:
     """Run every round; returns the last round's report folder."""
     from rlhf.eval.selection import best_policy
@@ -135,6 +152,7 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
     started_service = False
     clock.step(1, "prepare prompts")
     prepared = run_prepare(cfg.stage_config("prepare", {}, 1))
+    _check_prompts_for_rounds(cfg, prepared / "prompts" / "train.jsonl")
     baseline, sft_dir = _starting_policy(cfg, clock)
     policy_name, policy = baseline, sft_dir
     summary: list[dict[str, Any]] = []
