@@ -92,5 +92,5 @@ def test_rounds_without_new_prompts_are_refused_before_any_training(tmp_path, mo
     with pytest.raises(UserError, match=r"rounds=2 needs more than 800 training prompts .* prepare kept 669; "
                                         r"set generate.prompts.limit=334"):
         pipeline.run_pipeline(cfg)
-    train = next((tmp_path / "prepare").glob("r1-*")) / "prompts" / "train.jsonl"
-    pipeline._check_prompts_for_rounds(load_config(QUICKSTART, ["rounds=2", "generate.prompts.limit=334"]), train)
+    prepared = next((tmp_path / "prepare").glob("r1-*"))
+    pipeline._check_prompts_for_rounds(load_config(QUICKSTART, ["rounds=2", "generate.prompts.limit=334"]), prepared)

@@ -121,16 +121,16 @@ def _starting_policy(cfg: PipelineConfig, clock: _Clock) -> tuple[str, Path]:
     return "base", Path(resolve_model_path(base.name_or_path, base.tiny))
 
 
-def _check_prompts_for_rounds(cfg: PipelineConfig, train_prompts: Path) -> None:
+def _check_prompts_for_rounds(cfg: PipelineConfig, prepared: Path) -> None:
     """Refuse, before any training, a round count whose last round would find no new training prompt (each
-    round answers the next ``generate.prompts.limit`` prompts of ``train_prompts``)."""
+    round answers the next ``generate.prompts.limit`` of the training prompts that the prepare stage in
+    ``prepared`` kept, as its ``report.json`` counts them)."""
     if cfg.rounds == 1:
         return
     from rlhf.configs.generate import PromptSource
 
     limit = PromptSource(**cfg.generate.get("prompts", {})).limit
-    with train_prompts.open(encoding="utf-8") as fh:
-        available = sum(1 for line in fh if line.strip())
+    available = json.loads((prepared / "report.json").read_text(encoding="utf-8"))["split"]["train"]
     if (cfg.rounds - 1) * limit >= available:
         raise UserError(f"rounds={cfg.rounds} needs more than {(cfg.rounds - 1) * limit} training prompts "
                         f"(generate.prompts.limit={limit} a round) but prepare kept {available}; set "
@@ -152,7 +152,7 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
     started_service = False
     clock.step(1, "prepare prompts")
     prepared = run_prepare(cfg.stage_config("prepare", {}, 1))
-    _check_prompts_for_rounds(cfg, prepared / "prompts" / "train.jsonl")
+    _check_prompts_for_rounds(cfg, prepared)
     baseline, sft_dir = _starting_policy(cfg, clock)
     policy_name, policy = baseline, sft_dir
     summary: list[dict[str, Any]] = []
