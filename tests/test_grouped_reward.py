@@ -46,12 +46,14 @@ def test_prompt_rows_hold_each_reply_once_and_every_pair(tmp_path, tiny):
     assert sum(len(r) for r in rows["replies_ids"]) < 2 * len(pairs)
 
 
-def test_grouped_loss_is_the_mean_pairwise_loss_of_the_batch(tmp_path, tiny):
+@pytest.mark.parametrize("chunk_rows", [16, 3, 1], ids=["one-chunk", "length-chunks", "reply-by-reply"])
+def test_grouped_loss_is_the_mean_pairwise_loss_of_the_batch(tmp_path, tiny, monkeypatch, chunk_rows):
     from datasets import load_from_disk
     from trl import RewardConfig
 
     from rlhf.models.loader import load_model
     from rlhf.models.reward import reward_scores
+    from rlhf.trainers import grouped_reward
     from rlhf.trainers.grouped_reward import GroupedPreferenceCollator, GroupedRewardTrainer
 
     path, tokenizer = tiny
@@ -60,6 +62,7 @@ def test_grouped_loss_is_the_mean_pairwise_loss_of_the_batch(tmp_path, tiny):
     pairs = demo_pairs(3, 4, seed=5, annotators=3)
     _save_dataset(pairs, tokenizer, 256, tmp_path / "ds", "agreement", 0.5, by_prompt=True)
     rows = load_from_disk(str(tmp_path / "ds"))
+    monkeypatch.setattr(grouped_reward, "CHUNK_ROWS", chunk_rows)
     collator = GroupedPreferenceCollator(tokenizer.pad_token_id)
     trainer = GroupedRewardTrainer(model=model, args=RewardConfig(output_dir=str(tmp_path / "out"), use_cpu=True,
                                                                   report_to=[], center_rewards_coefficient=0.01),

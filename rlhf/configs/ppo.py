@@ -104,7 +104,7 @@ class RolloutConfig(SamplingConfig):
     vllm: VLLMSettings = Field(default_factory=VLLMSettings, description="vLLM engine settings (engine=vllm)")
     prompts_per_step: int = Field(16, ge=1, description="prompts per step")
     n: int = Field(1, ge=1, description="replies per prompt (>= 2 for grpo and rloo)")
-    batch_size: int = Field(64, ge=1, description="generation batch per worker")
+    batch_size: int = Field(64, ge=1, description="prompts per generation batch per worker (each with its n replies)")
     asynchronous: bool = Field(
         False, description="sample step t+1 while the learners train step t, with the weights synced after step "
         "t-1 (one step off-policy; needs algorithm.rollout_correction=tis); false: every batch comes from the "

@@ -1,15 +1,16 @@
-"""The transformers rollout engine: batched ``generate`` with KV cache, seeded, one log-prob per token.
+"""The transformers rollout engine: batched sampling over a KV cache, seeded, one log-prob per token.
 
 Prompts are wrapped in the tokenizer's chat template with the assistant turn opened, left-padded and
-sampled ``batch_size`` rows at a time (each prompt repeated ``n`` times, prompt-major). Sampling draws
-from torch's global generator, forked and seeded per call, so a call is reproducible from ``seed`` and
-leaves the caller's random state untouched. Log-probs come from the raw logits of each step divided by
-the temperature (see :mod:`rlhf.rollout.types`); ``logprobs`` recomputes them with one full forward pass.
+sampled ``batch_size`` prompts at a time (each repeated ``n`` times, prompt-major) by
+:func:`rlhf.rollout.decoding.decode`, which drops rows from the batch as they finish. Sampling draws from a
+generator seeded per call, so a call is reproducible from ``seed`` and leaves the caller's random state
+untouched. Log-probs come from the raw logits of each step divided by the temperature (see
+:mod:`rlhf.rollout.types`); ``logprobs`` recomputes them with one full forward pass.
 
 A model's own ``generation_config.json`` (a hub model's repetition penalty, top-k or min-p) never shapes the
-samples: generation runs on a bare config holding only the special-token ids, so the configured
-:class:`~rlhf.rollout.types.SamplingParams` are all that decides, as in the vLLM engine and the learners'
-log-probs.
+samples: the configured :class:`~rlhf.rollout.types.SamplingParams` are all that decides, as in the vLLM
+engine and the learners' log-probs. :func:`bare_generation_config` gives ``model.generate`` (the chat server's
+streaming) the same bare config.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Iterator, Mapping
 
 import torch
 
+from rlhf.rollout.decoding import decode
 from rlhf.rollout.sequences import pack_sequences, response_logprobs
 from rlhf.rollout.types import NamedTensors, RolloutSample, SamplingParams
 from rlhf.rollout.weight_transfer import LORA_A, LORA_B
@@ -102,56 +104,35 @@ class TransformersRolloutEngine:
     def generate(self, prompts: list[str], params: SamplingParams, seed: int,
                  progress: str | None = None) -> list[RolloutSample]:
         """``len(prompts) * params.n`` samples, prompt-major; reproducible from ``seed``; a progress bar over
-        the batches is shown when ``progress`` names it."""
+        the batches is shown when ``progress`` names it. A batch holds ``batch_size`` prompts with their ``n``
+        replies each."""
         from tqdm import tqdm
 
         if not prompts:
             return []
         ids = [seq for seq in self.prompt_ids(prompts) for _ in range(params.n)]
         texts = [p for p in prompts for _ in range(params.n)]
+        rows = self.batch_size * params.n
+        generator = torch.Generator(device=self.device).manual_seed(seed)
         samples: list[RolloutSample] = []
-        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
-            torch.manual_seed(seed)
-            for start in tqdm(range(0, len(ids), self.batch_size), desc=progress, unit="batch",
-                              disable=progress is None):
-                chunk = ids[start:start + self.batch_size]
-                samples.extend(self._generate_chunk(texts[start:start + self.batch_size], chunk, params))
+        for start in tqdm(range(0, len(ids), rows), desc=progress, unit="batch", disable=progress is None):
+            samples.extend(self._generate_chunk(texts[start:start + rows], ids[start:start + rows], params, generator))
         return samples
 
-    def _generate_chunk(self, prompts: list[str], ids: list[list[int]], params: SamplingParams) -> list[RolloutSample]:
+    def _generate_chunk(self, prompts: list[str], ids: list[list[int]], params: SamplingParams,
+                        generator: torch.Generator) -> list[RolloutSample]:
         tok = self.tokenizer
         eos, pad = tok.eos_token_id, tok.pad_token_id
-        width = max(len(x) for x in ids)
-        input_ids = torch.full((len(ids), width), pad, dtype=torch.long)
-        attention = torch.zeros((len(ids), width), dtype=torch.long)
-        for row, seq in enumerate(ids):
-            input_ids[row, width - len(seq):] = torch.tensor(seq)
-            attention[row, width - len(seq):] = 1
-        extra = {"stop_strings": list(params.stop), "tokenizer": tok} if params.stop else {}
-        with bare_generation_config(self.model, tok):
-            out = self.model.generate(
-                input_ids=input_ids.to(self.device), attention_mask=attention.to(self.device),
-                max_new_tokens=params.max_new_tokens, do_sample=not params.greedy,
-                temperature=None if params.greedy else params.temperature,
-                top_p=None if params.greedy or params.top_p == 1.0 else params.top_p,
-                top_k=None if params.greedy or params.top_k == 0 else params.top_k,
-                eos_token_id=eos, pad_token_id=pad, use_cache=True,
-                return_dict_in_generate=True, output_logits=True, **extra,
-            )
-        new = out.sequences[:, width:].cpu()
-        logits = torch.stack(out.logits, dim=1).float().cpu() / params.logprob_temperature
-        logps = torch.log_softmax(logits, dim=-1).gather(-1, new.unsqueeze(-1)).squeeze(-1)
         samples = []
-        for row in range(new.shape[0]):
-            tokens = new[row].tolist()
-            kept, finished = self._cut(tokens, eos, pad, params.stop)
+        for prompt, prompt_ids, reply in zip(prompts, ids, decode(self.model, tok, ids, params, generator)):
+            kept, finished = self._cut(reply.tokens, eos, pad, params.stop)
             text = tok.decode([t for t in kept if t != eos], skip_special_tokens=True)
             for stop in params.stop:
                 if stop in text:
                     text = text[:text.index(stop)]
             samples.append(RolloutSample(
-                prompt=prompts[row], text=text.strip(), prompt_ids=tuple(ids[row]), response_ids=tuple(kept),
-                logprobs=tuple(float(x) for x in logps[row, :len(kept)]), finished=finished))
+                prompt=prompt, text=text.strip(), prompt_ids=tuple(prompt_ids), response_ids=tuple(kept),
+                logprobs=tuple(reply.logprobs[:len(kept)]), finished=finished))
         return samples
 
     def _cut(self, tokens: list[int], eos: int, pad: int, stop: tuple[str, ...]) -> tuple[list[int], bool]:

@@ -9,8 +9,11 @@ up to K(K-1)/2 pairs over only K distinct replies, so pair rows cost K(K-1) forw
   never imports TRL): ``replies_ids`` (each distinct reply, tokenised with its prompt), and the pairs among
   them as ``chosen_index`` / ``rejected_index`` (and ``margin`` when the loss has one);
 * :class:`GroupedPreferenceCollator` pads every reply of the batch into one tensor and shifts the indices;
-* :class:`GroupedRewardTrainer` scores that tensor once and applies TRL's loss to every pair of the batch:
-  ``mean(-log sigmoid(r_c - r_r - m))`` plus ``center_rewards_coefficient * mean((r_c + r_r)^2)``.
+* :class:`GroupedRewardTrainer` scores each reply once and applies TRL's loss to every pair of the batch:
+  ``mean(-log sigmoid(r_c - r_r - m))`` plus ``center_rewards_coefficient * mean((r_c + r_r)^2)``. It scores
+  the replies in chunks of similar length (:func:`length_chunks`), each cut to its longest reply: padding is
+  right-side and attention causal, so the rewards are those of the whole padded tensor, without the compute
+  that padding a short reply to the batch's longest one costs (about half of it on the quickstart's replies).
 
 The loss over an epoch is the pairwise one; only the batches differ (all pairs of a prompt share a step). This
 is how InstructGPT trained its reward model (Ouyang et al. 2022, section 3.5: all comparisons of a prompt as
@@ -24,11 +27,20 @@ from typing import Any
 
 import torch
 from torch import nn
+from transformers.modeling_outputs import SequenceClassifierOutput
 from trl import RewardTrainer
 
-__all__ = ["GROUP_COLUMNS", "GroupedPreferenceCollator", "GroupedRewardTrainer"]
+__all__ = ["GROUP_COLUMNS", "GroupedPreferenceCollator", "GroupedRewardTrainer", "length_chunks"]
 
 GROUP_COLUMNS = ["replies_ids", "chosen_index", "rejected_index", "margin"]
+CHUNK_ROWS = 16  # replies per forward pass when a batch is scored in length chunks
+
+
+def length_chunks(lengths: torch.Tensor, rows: int) -> list[torch.Tensor]:
+    """Row indices sorted by ``lengths`` and cut into chunks of at most ``rows``: the replies of a chunk differ
+    little in length, so cutting the chunk to its longest drops most of the batch's padding."""
+    order = torch.argsort(lengths, stable=True)
+    return list(order.split(rows))
 
 
 @dataclass
@@ -76,8 +88,14 @@ class GroupedRewardTrainer(RewardTrainer):
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         mode = "train" if self.model.training else "eval"
-        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
-        rewards = outputs.logits.squeeze(-1)
+        lengths = inputs["attention_mask"].sum(-1)
+        chunks = length_chunks(lengths, CHUNK_ROWS)
+        scores = [model(input_ids=inputs["input_ids"][chunk, :int(lengths[chunk].max())],
+                        attention_mask=inputs["attention_mask"][chunk, :int(lengths[chunk].max())],
+                        use_cache=False).logits for chunk in chunks]
+        logits = torch.cat(scores)[torch.argsort(torch.cat(chunks))]
+        outputs = SequenceClassifierOutput(logits=logits)
+        rewards = logits.squeeze(-1)
         rewards_chosen = rewards[inputs["chosen_index"]]
         rewards_rejected = rewards[inputs["rejected_index"]]
         gap = rewards_chosen - rewards_rejected
