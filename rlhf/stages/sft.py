@@ -177,6 +177,7 @@ def trainer_config(cfg: SFTConfig, ckpt_dir: Path, device_type: str):
         per_device_train_batch_size=cfg.train.batch_size,
         gradient_accumulation_steps=cfg.train.grad_accum,
         max_length=cfg.train.max_length,
+        train_sampling_strategy="group_by_length" if cfg.train.group_by_length else "random",
         warmup_steps=cfg.train.warmup_ratio,
         weight_decay=cfg.train.weight_decay,
         lr_scheduler_type=cfg.train.lr_scheduler,
