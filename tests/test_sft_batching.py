@@ -1,4 +1,4 @@
-"""SFT batches: with ``train.group_by_length`` (the default) a batch holds examples of similar length, so it
+"""SFT batches: with ``train.group_by_length`` a batch holds examples of similar length, so it
 pads less than a uniform shuffle; every example is still seen once an epoch."""
 
 from __future__ import annotations

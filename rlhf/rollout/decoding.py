@@ -2,11 +2,12 @@
 rows that finished dropped from the batch as it runs.
 
 Why not ``model.generate``: a batch of sampled replies is as long as its longest, and ``generate`` keeps every
-finished row in the forward pass until the last one ends. The quickstart's replies average 37 tokens under a
-96-token cap, so most of a batch's compute went to rows already done; that and ``generate``'s per-step
-bookkeeping made it 1.8x slower on one CPU thread and 2.6x on two (``benchmarks/generation_speed.py``). The
-library's own continuous batching (``generate_batch``) is built for CUDA and ran 3x slower than ``generate``
-on CPU. vLLM does the same job on GPUs (:mod:`rlhf.rollout.vllm_engine`).
+finished row in the forward pass, and in the KV cache it extends by concatenation each step, until the last
+one ends. The quickstart's replies average 37 tokens under a 96-token cap, so most of a batch's compute went
+to rows already done: ``generate`` was 2.9x slower on the quickstart's sampling
+(``benchmarks/generation_speed.py``). The library's own continuous batching (``generate_batch``) is built for
+CUDA and ran 3x slower than ``generate`` on CPU. vLLM does the same job on GPUs
+(:mod:`rlhf.rollout.vllm_engine`).
 
 What stays the model's: the forward pass and its cache (``DynamicCache``); rows leave the cache through its
 ``batch_select_indices``. What is here: the sampling (temperature, top-k, then top-p, as in ``generate`` and
