@@ -37,11 +37,12 @@ def _generate_side(model, tokenizer, ids: list[list[int]], args: argparse.Namesp
         chunk = ids[start:start + rows]
         width = max(map(len, chunk))
         input_ids = torch.tensor([[pad] * (width - len(s)) + s for s in chunk])
-        mask = (input_ids != pad) | (torch.arange(width)[None] >= torch.tensor([width - len(s) for s in chunk])[:, None])
+        mask = torch.arange(width)[None] >= torch.tensor([width - len(s) for s in chunk])[:, None]
         out = model.generate(input_ids=input_ids, attention_mask=mask.long(), max_new_tokens=args.max_new_tokens,
                              do_sample=True, temperature=args.temperature, top_k=None, top_p=None, eos_token_id=eos,
                              pad_token_id=pad, return_dict_in_generate=True, output_logits=True)
         new = out.sequences[:, width:]
+        # the per-token log-probs the engine returns, computed as the engine did before its own loop
         torch.log_softmax(torch.stack(out.logits, 1).float() / args.temperature, -1).gather(-1, new[..., None])
         for row in new.tolist():
             tokens += row.index(eos) + 1 if eos in row else len(row)
@@ -51,13 +52,11 @@ def _generate_side(model, tokenizer, ids: list[list[int]], args: argparse.Namesp
 def measure(args: argparse.Namespace) -> dict[str, list[tuple[float, float]]]:
     """samples/s and tokens/s of each side, per repeat."""
     import torch
+    from ppo_throughput import _policy_path
 
     from rlhf.rollout import SamplingParams, TransformersRolloutEngine
     from rlhf.rollout.transformers_engine import bare_generation_config
     from rlhf.world.demo import generate_prompts
-
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    from ppo_throughput import _policy_path
 
     torch.set_num_threads(args.threads)
     engine = TransformersRolloutEngine.from_pretrained(_policy_path(args.policy), device="cpu", batch_size=args.batch)
@@ -101,13 +100,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.temperature <= 0 or min(args.prompts, args.n, args.batch, args.repeats, args.threads) < 1:
         parser.error("--temperature must be > 0 and --prompts, --n, --batch, --repeats, --threads at least 1")
     sys.path.insert(0, str(REPO))
-    before = [round(x, 2) for x in os.getloadavg()]
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    from ppo_throughput import _load
+
+    before = _load()
     if before[0] > args.max_load and not args.allow_busy:
         print(f"refusing to start: 1-minute load average {before[0]:.2f} > --max-load {args.max_load:g}; wait, raise "
               "--max-load or pass --allow-busy", file=sys.stderr)
         return 2
     results = measure(args)
-    after = [round(x, 2) for x in os.getloadavg()]
+    after = _load()
     print(f"policy {args.policy}; {args.prompts} prompts x {args.n} replies, {args.batch} prompts a batch, max "
           f"{args.max_new_tokens} new tokens, temperature {args.temperature:g}, {args.threads} thread(s); "
           f"{args.repeats} repeat(s)")

@@ -63,12 +63,10 @@ def _stopping_token(model, tokenizer, ids) -> int:
     """A token that greedy decoding emits early in some rows and late or never in others."""
     free = decode(model, tokenizer, ids, SamplingParams(temperature=0, max_new_tokens=12), None)
     firsts: dict[int, list[int]] = {}
-    for reply in free:
-        for step, token in enumerate(reply.tokens):
-            firsts.setdefault(token, [99] * len(free))
     for row, reply in enumerate(free):
         for step, token in enumerate(reply.tokens):
-            firsts[token][row] = min(firsts[token][row], step)
+            first = firsts.setdefault(token, [99] * len(free))
+            first[row] = min(first[row], step)
     return max(firsts, key=lambda t: len(set(firsts[t])))
 
 

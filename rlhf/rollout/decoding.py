@@ -64,8 +64,11 @@ def next_tokens(logits: torch.Tensor, params: SamplingParams, generator: torch.G
     cdf = probs.cumsum(-1)
     u = torch.rand((logits.shape[0], 1), generator=generator, device=logits.device) * cdf[:, -1:]
     picked = torch.searchsorted(cdf, u).squeeze(-1).clamp(max=logits.shape[-1] - 1)
-    # A uniform that lands exactly on a boundary of a zero-probability token would pick it; step back.
-    return torch.where(probs.gather(-1, picked[:, None]).squeeze(-1) > 0, picked, probs.argmax(-1))
+    # A uniform that lands exactly on a boundary of a zero-probability token would pick it; take the argmax.
+    missed = probs.gather(-1, picked[:, None]).squeeze(-1) == 0
+    if missed.any():
+        picked[missed] = probs[missed].argmax(-1)
+    return picked
 
 
 def _accepts_logits_to_keep(model) -> bool:

@@ -90,9 +90,9 @@ class GroupedRewardTrainer(RewardTrainer):
         mode = "train" if self.model.training else "eval"
         lengths = inputs["attention_mask"].sum(-1)
         chunks = length_chunks(lengths, CHUNK_ROWS)
-        scores = [model(input_ids=inputs["input_ids"][chunk, :int(lengths[chunk].max())],
-                        attention_mask=inputs["attention_mask"][chunk, :int(lengths[chunk].max())],
-                        use_cache=False).logits for chunk in chunks]
+        widths = [int(lengths[chunk].max()) for chunk in chunks]
+        scores = [model(input_ids=inputs["input_ids"][chunk, :width], attention_mask=inputs["attention_mask"][chunk, :width],
+                        use_cache=False).logits for chunk, width in zip(chunks, widths)]
         logits = torch.cat(scores)[torch.argsort(torch.cat(chunks))]
         outputs = SequenceClassifierOutput(logits=logits)
         rewards = logits.squeeze(-1)
