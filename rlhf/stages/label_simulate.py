@@ -3,9 +3,10 @@
 Each bot is a real Argilla annotator account (``<prefix>-<role>-<i>``, created when missing and added to the
 round's workspace). It works with its own API key and only the endpoints the UI calls for an annotator:
 its queue (``POST /api/v1/me/datasets/{id}/records/search``: records still pending that it has not
-answered, in its own order) and ``POST /api/v1/records/{id}/responses`` to submit. So the task distribution
-decides who sees what, exactly as for people, and people can annotate the same dataset at the same time.
-Bots take turns, ``batch`` records each, until every queue is empty (or ``max_per_bot`` is reached).
+answered, in its own order) and ``POST /api/v1/me/responses/bulk`` to submit a page of them at once, as the
+UI's bulk view does. So the task distribution decides who sees what, exactly as for people, and people can
+annotate the same dataset at the same time. Bots take turns, ``batch`` records each, until every queue is
+empty (or ``max_per_bot`` is reached).
 
 How a bot ranks the K responses of a record (random draws seeded by run seed, username and record key, so
 a run is reproducible whatever the interleaving):
@@ -28,7 +29,7 @@ from rlhf.configs.label import LabelSimulateConfig
 from rlhf.labeling.http import ArgillaHTTP
 from rlhf.labeling.loop.common import connect, read_push
 from rlhf.labeling.loop.simulate import BotResult, bot_client, bot_profiles, bot_values
-from rlhf.labeling.responses import pending_queue, submit_response
+from rlhf.labeling.responses import pending_queue, submit_responses
 from rlhf.utils.callables import load_callable
 
 __all__ = ["LabelSimulateConfig", "run_simulate"]
@@ -55,12 +56,11 @@ def run_simulate(cfg: LabelSimulateConfig, http: ArgillaHTTP | None = None) -> l
                 limit = cfg.batch if not cfg.max_per_bot else min(cfg.batch, cfg.max_per_bot - done[profile.username])
                 page, _ = pending_queue(client, push.dataset_id, limit)
                 fresh = [r for r in page if r["id"] not in answered[profile.username]]
-                for record in fresh:
-                    rng = random.Random(f"{cfg.run.seed}:{profile.username}:{record['external_id']}")
-                    values = bot_values(profile, record, push, questions, rubric, rng)
-                    submit_response(client, record["id"], values, "submitted")
-                    answered[profile.username].add(record["id"])
-                    done[profile.username] += 1
+                ranked = [(record["id"], bot_values(profile, record, push, questions, rubric, random.Random(
+                    f"{cfg.run.seed}:{profile.username}:{record['external_id']}")), "submitted") for record in fresh]
+                submit_responses(client, ranked)
+                answered[profile.username].update(record_id for record_id, _, _ in ranked)
+                done[profile.username] += len(ranked)
                 exhausted = cfg.max_per_bot and done[profile.username] >= cfg.max_per_bot
                 if not fresh or exhausted:
                     active.remove(profile)
