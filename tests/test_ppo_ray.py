@@ -1,7 +1,8 @@
 """``rlhf train ppo`` end to end under a local Ray on the tiny model: PPO with a reward model and a critic
 initialised from it, on two data-parallel learner ranks with ZeRO-2, gradient checkpointing and truncated
 importance sampling (broadcast sync); and RLOO with
-object-store sync, where one deliberately skipped weight sync must fail the probe check. (GRPO with a
+object-store sync, where one deliberately skipped weight sync must fail the probe check (and, between probe
+steps, show in the log-prob gap). (GRPO with a
 reward function runs in test_ppo_resume.py, REINFORCE++ on two nodes in test_ppo_placement.py.)"""
 
 from __future__ import annotations
@@ -117,11 +118,11 @@ def test_ppo_with_reward_model_and_critic_on_two_learner_ranks(local_ray, tiny_p
     assert not (run_dir / "checkpoints").exists()
 
 
-def test_a_skipped_weight_sync_fails_the_probe_check(local_ray, reward_model, tmp_path, monkeypatch):
+def _skipping_the_second_sync(monkeypatch) -> list[int]:
     from rlhf.roles import group
 
     real_sync = group.sync_weights
-    calls = []
+    calls: list[int] = []
 
     def skip_the_second(*args, **kwargs):
         calls.append(1)
@@ -129,7 +130,25 @@ def test_a_skipped_weight_sync_fails_the_probe_check(local_ray, reward_model, tm
             real_sync(*args, **kwargs)
 
     monkeypatch.setattr(group, "sync_weights", skip_the_second)
+    return calls
+
+
+def test_a_skipped_weight_sync_fails_the_probe_check(local_ray, reward_model, tmp_path, monkeypatch):
+    calls = _skipping_the_second_sync(monkeypatch)
     with pytest.raises(WeightSyncError, match="weight sync of step 2, rollout worker 0"):
         _run(tmp_path, f"reward.model={reward_model}", "algorithm.advantage=rloo", "rollout.n=2", "train.steps=3",
-             "eval.prompts=0", "sync.method=object_store")
+             "eval.prompts=0", "sync.method=object_store", "sync.probe_every=2")
     assert len(calls) == 2
+
+
+def test_between_probes_the_logprob_gap_shows_a_skipped_sync(local_ray, reward_model, tmp_path, monkeypatch):
+    """With the default sync.probe_every the probe runs after the first and the last step's sync only; a sync
+    skipped in between shows in the next step's rollout/logprob_gap (engine against learner)."""
+    calls = _skipping_the_second_sync(monkeypatch)
+    run_dir = _run(tmp_path, f"reward.model={reward_model}", "algorithm.advantage=rloo", "rollout.n=2",
+                   "train.steps=3", "eval.prompts=0")
+    rows = {r["step"]: r for r in _rows(run_dir) if "rollout/score_mean" in r}
+    assert len(calls) == 3
+    assert [s for s in sorted(rows) if "rollout/sync_probe_diff" in rows[s]] == [1, 3]
+    assert rows[1]["rollout/logprob_gap"] < 1e-4 and rows[2]["rollout/logprob_gap"] < 1e-4
+    assert rows[3]["rollout/logprob_gap"] > 1e-3  # step 3 sampled with step 1's weights

@@ -136,6 +136,9 @@ class SyncConfig(StrictModel):
     timeout_s: float = Field(120.0, gt=0, description="sync group set-up and broadcast timeout")
     probe_size: int = Field(4, ge=1, description="samples in the probe batch")
     probe_tolerance: float = Field(1e-3, gt=0, description="largest allowed log-prob difference (nats) after sync")
+    probe_every: int = Field(10, ge=1, description="probe check after the first sync, every Nth step's sync and "
+                             "the last (1: every sync); rollout/logprob_gap compares the engine and the learner "
+                             "on every step's batch")
 
 
 class PPODataConfig(StrictModel):

@@ -336,7 +336,10 @@ def _train(cfg: PPOConfig, run: StageRun, policy_path: str) -> Path:
             kl_ctl.update(float(sequence_kl.mean()), len(rollout))
             t0 = time.perf_counter()
             sync_rollout(roles, sync_method, manifest, cfg.rollout_sleeps, version=step)
-            probe_diff = check_sync(roles.policy, roles.rollout, probe, cfg.sync.probe_tolerance, step)
+            probed = step == start_step + 1 or step % cfg.sync.probe_every == 0 or step == cfg.train.steps
+            if probed:
+                metrics["rollout/sync_probe_diff"] = check_sync(roles.policy, roles.rollout, probe,
+                                                                cfg.sync.probe_tolerance, step)
             metrics["timing/sync"] = time.perf_counter() - t0
             metrics.update(busy_seconds(roles))
 
@@ -349,7 +352,7 @@ def _train(cfg: PPOConfig, run: StageRun, policy_path: str) -> Path:
                 "rollout/finished_rate": float(rollout.finished.float().mean()),
                 "rollout/logprob_gap": float(((rollout.logprobs - old_logprobs).abs() * mask).sum() / mask.sum()),
                 "rollout/advantage_std": float(advantages[loss_mask.bool()].std()) if loss_mask.sum() > 1 else 0.0,
-                "rollout/sync_probe_diff": probe_diff, "rollout/staleness": float(step - 1 - version),
+                "rollout/staleness": float(step - 1 - version),
                 "objective/kl": float(sequence_kl.mean()), "objective/kl_coef": float(kl_ctl.value),
                 "objective/rlhf_reward": float((rewards - beta * sequence_kl).mean()),
                 "objective/non_score_reward": float((-beta * sequence_kl).mean()),
