@@ -71,7 +71,7 @@ def test_without_the_sft_stage_the_round_starts_from_the_named_model_as_it_is(tm
     from rlhf.stages.pipeline import _Clock, _starting_policy
 
     cfg = load_config(QUICKSTART, [f"run.root={tmp_path}", "sft_stage=false", "sft.model.tiny.hidden_size=64"])
-    name, folder = _starting_policy(cfg, _Clock())
+    name, folder = _starting_policy(cfg, _Clock(), None)
     assert name == "base"
     assert folder == tiny_model_path(cfg.stage_config("sft", {}, 1).model.tiny)
     assert (folder / "config.json").is_file()

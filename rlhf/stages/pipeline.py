@@ -1,8 +1,8 @@
 """``rlhf pipeline``: a whole RLHF round, wiring the stages together (it re-implements none of them).
 
 One round: prepare prompts -> SFT the base policy (unless ``sft_stage: false`` starts from an instruct
-model as it is) -> generate candidates -> start the local Argilla
-service -> push a ranking dataset -> simulated annotators rank (or, with ``--wait-for-humans``, people do
+model as it is; the local Argilla service starts in the background meanwhile) -> generate candidates -> make
+sure the service runs -> push a ranking dataset -> simulated annotators rank (or, with ``--wait-for-humans``, people do
 while the pipeline shows progress) -> pull a snapshot -> train the reward model -> PPO and DPO -> evaluate
 against SFT (or that model) -> the report.
 
@@ -25,6 +25,7 @@ stage's folder re-runs that stage and those after it.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -56,7 +57,31 @@ def _gold_comparisons(eval_dir: Path, scorer: str | None = None) -> dict[str, di
     return {c["policy"]: c for c in results["comparisons"] if c["scorer"] == scorer and c["baseline"] == results["baseline"]}
 
 
-def _labeling(cfg: PipelineConfig, round_no: int, candidates: Path, clock: _Clock) -> Path:
+class _ServiceWarmup:
+    """Starts the labeling service in a background thread while the SFT stage trains, so that labeling finds it
+    running: a start takes about 15 s, and the first one on a machine about a minute more to build the
+    server's venv. A failed start is left for labeling's own start to report."""
+
+    def __init__(self, cfg: PipelineConfig) -> None:
+        self.error: Exception | None = None
+        self.thread = threading.Thread(target=self._start, args=(cfg.labeling_config().service,),
+                                       name="labeling-service-warmup", daemon=True)
+        self.thread.start()
+
+    def _start(self, service) -> None:
+        from rlhf.labeling.service import start_service
+
+        try:
+            start_service(service)
+        except Exception as err:  # noqa: BLE001 - labeling starts the service again and reports it there
+            self.error = err
+
+    def wait(self) -> None:
+        self.thread.join()
+
+
+def _labeling(cfg: PipelineConfig, round_no: int, candidates: Path, clock: _Clock,
+              warmup: _ServiceWarmup | None = None) -> Path:
     """Push, annotate (bots or people) and pull; the service is started only when there is work for it."""
     from rlhf.labeling.loop.pull import find_previous
     from rlhf.labeling.service import start_service
@@ -74,6 +99,10 @@ def _labeling(cfg: PipelineConfig, round_no: int, candidates: Path, clock: _Cloc
             print(f"labeling: round {round_no} already collected and pulled ({previous}); skipping the service")
             return previous
     clock.step(round_no, "labeling service")
+    if warmup is not None:
+        warmup.wait()
+        if warmup.error is not None:
+            print(f"labeling: the background start failed ({warmup.error}); starting again")
     status = start_service(label_cfg.service)
     print(f"labeling: Argilla at {status.url}")
     clock.step(round_no, "push candidates to Argilla")
@@ -106,13 +135,23 @@ def _wait_for_humans(cfg: PipelineConfig, label_cfg, push_dir: Path, url: str | 
             time.sleep(cfg.human_poll_s)
 
 
-def _starting_policy(cfg: PipelineConfig, clock: _Clock) -> tuple[str, Path]:
+def _warm_up_service(cfg: PipelineConfig) -> _ServiceWarmup | None:
+    """The labeling service's start in the background, when the SFT stage is about to train (a pipeline
+    re-run that finds SFT done may need no labeling at all)."""
+    if not cfg.sft_stage:
+        return None
+    from rlhf.stages.sft import open_sft
+
+    return None if open_sft(cfg.stage_config("sft", {}, 1)).complete else _ServiceWarmup(cfg)
+
+
+def _starting_policy(cfg: PipelineConfig, clock: _Clock, warmup: _ServiceWarmup | None) -> tuple[str, Path]:
     """The baseline's name and folder: the SFT stage's output, or with ``sft_stage: false`` the model that
     ``sft.model.name_or_path`` names, as it is."""
     if cfg.sft_stage:
         from rlhf.stages.sft import run_sft
 
-        clock.step(1, "SFT the base policy")
+        clock.step(1, "SFT the base policy" + (" (the labeling service starts meanwhile)" if warmup else ""))
         return "sft", run_sft(cfg.stage_config("sft", {}, 1))
     from rlhf.models.loader import resolve_model_path
 
@@ -149,24 +188,25 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
     from rlhf.stages.rm import run_reward_model
 
     clock = _Clock()
-    started_service = False
     clock.step(1, "prepare prompts")
     prepared = run_prepare(cfg.stage_config("prepare", {}, 1))
     _check_prompts_for_rounds(cfg, prepared)
-    baseline, sft_dir = _starting_policy(cfg, clock)
-    policy_name, policy = baseline, sft_dir
+    warmup = _warm_up_service(cfg)
+    started_service = warmup is not None
     summary: list[dict[str, Any]] = []
     snapshots: list[Path] = []
     eval_dirs: list[Path] = []
     report_dir = None
     try:
+        baseline, sft_dir = _starting_policy(cfg, clock, warmup)
+        policy_name, policy = baseline, sft_dir
         for r in range(1, cfg.rounds + 1):
             clock.step(r, f"generate candidates from {policy_name}")
             gen_wiring = {"prompts.path": str(prepared / "prompts" / "train.jsonl"),
                           "policies": [{"name": policy_name, "path": str(policy)}]}
             limit = cfg.stage_config("generate", gen_wiring, r).prompts.limit
             gen = run_generate(cfg.stage_config("generate", {**gen_wiring, "prompts.offset": (r - 1) * limit}, r))
-            snapshot = _labeling(cfg, r, gen, clock)
+            snapshot = _labeling(cfg, r, gen, clock, warmup)
             started_service = True
             clock.step(r, "train the reward model" + (f" on the snapshots of rounds 1-{r}" if snapshots else ""))
             # The reward model starts from the SFT policy (or the base model) unless the rm section names another.
@@ -209,6 +249,8 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
             if best_name is not None:
                 policy_name, policy = best_name, contenders[best_name]
     finally:
+        if warmup is not None:
+            warmup.wait()
         if started_service and not cfg.keep_service:
             from rlhf.labeling.service import stop_service
 

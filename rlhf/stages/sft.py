@@ -35,7 +35,7 @@ from rlhf.trainers.hf import (
     save_model,
 )
 
-__all__ = ["SFTConfig", "run_sft", "to_dataset", "trainer_config"]
+__all__ = ["SFTConfig", "open_sft", "run_sft", "to_dataset", "trainer_config"]
 
 
 def _demo_corpus_file(cfg: SFTConfig) -> Path:
@@ -85,16 +85,27 @@ def to_dataset(rows: list[dict]):
     ])
 
 
-def run_sft(cfg: SFTConfig) -> Path:
-    """Run (or skip, when already complete) the SFT stage; returns the stage folder."""
-    from rlhf.models.loader import load_model, load_tokenizer, pick_device, resolve_model_path
+def _inputs(cfg: SFTConfig) -> tuple[Path, str, dict[str, str | Path]]:
+    """The corpus file, the base model's folder, and every input that names the stage's folder."""
+    from rlhf.models.loader import resolve_model_path
 
     corpus_path = Path(cfg.data.path) if cfg.data.path else _demo_corpus_file(cfg)
     if not corpus_path.is_file():
         raise UserError(f"data.path {corpus_path} does not exist; point it at a JSONL corpus or omit it")
     base = resolve_model_path(cfg.model.name_or_path, cfg.model.tiny)
-    inputs: dict[str, str | Path] = {"corpus": corpus_path, "base_model": base}
-    inputs.update(heldout_inputs(cfg.eval))
+    return corpus_path, base, {"corpus": corpus_path, "base_model": base, **heldout_inputs(cfg.eval)}
+
+
+def open_sft(cfg: SFTConfig) -> StageRun:
+    """The SFT run (folder and completeness) for ``cfg``, without training."""
+    return open_stage(cfg, inputs=_inputs(cfg)[2])
+
+
+def run_sft(cfg: SFTConfig) -> Path:
+    """Run (or skip, when already complete) the SFT stage; returns the stage folder."""
+    from rlhf.models.loader import load_model, load_tokenizer, pick_device
+
+    corpus_path, base, inputs = _inputs(cfg)
     prompts = heldout_prompts(cfg.eval, cfg.run.seed)
     run = open_stage(cfg, inputs=inputs)
     if run.complete:

@@ -1,0 +1,35 @@
+"""``rlhf pipeline`` starts the labeling service in the background while the SFT stage trains, and stops it
+when a stage fails (the real local service)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from rlhf.labeling import service_status
+from rlhf.stages import load_config
+
+pytestmark = pytest.mark.slow
+
+QUICKSTART = Path(__file__).resolve().parents[2] / "configs" / "quickstart.yaml"
+
+
+def test_the_service_starts_while_sft_trains_and_stops_when_a_stage_fails(tmp_path, free_tcp_port, monkeypatch):
+    from rlhf.stages import pipeline
+
+    seen = {}
+
+    def failing_sft(cfg, clock, warmup):
+        assert warmup is not None, "SFT is about to train, so the service should be starting"
+        warmup.wait()
+        seen["status"] = service_status(cfg.labeling_config().service)
+        raise RuntimeError("SFT failed")
+
+    monkeypatch.setattr(pipeline, "_starting_policy", failing_sft)
+    cfg = load_config(QUICKSTART, [f"run.root={tmp_path / 'runs'}", f"label.service.home={tmp_path / 'home'}",
+                                   f"label.service.port={free_tcp_port}"])
+    with pytest.raises(RuntimeError, match="SFT failed"):
+        pipeline.run_pipeline(cfg)
+    assert seen["status"].running, seen["status"].describe()
+    assert not service_status(cfg.labeling_config().service).running
