@@ -241,11 +241,13 @@ def ours_overrides(algorithm: str, args: argparse.Namespace, reward_model: Path,
         f"data.path={args.prompt_file}",
         f"rollout.prompts_per_step={args.batch // n}", f"rollout.n={n}", f"rollout.max_new_tokens={args.max_new_tokens}",
         f"rollout.temperature={TEMPERATURE}", "rollout.top_p=1.0", "rollout.top_k=0",
-        f"algorithm.mini_batch_size={args.mini_batch}", f"learner.micro_batch_size={args.mini_batch}",
+        f"algorithm.mini_batch_size={args.mini_batch}",
+        f"learner.micro_batch_size={args.mini_batch // args.learner_workers}",
         "algorithm.epochs=1", f"train.steps={args.steps + 1}", "train.save_steps=1000", "eval.prompts=0",
         "train.progress=false", "learner.lr=1e-5", "model.dtype=float32",
         *[f"resources.{role}.num_cpus={args.threads}" for role in ("rollout", "policy", "critic", "reference",
                                                                      "reward")],
+        f"resources.rollout_workers={args.rollout_workers}", f"resources.learner_workers={args.learner_workers}",
     ]
     if algorithm == "ppo":
         out += [f"reward.model={reward_model}", "algorithm.advantage=gae", "algorithm.kl.placement=reward",
@@ -255,6 +257,7 @@ def ours_overrides(algorithm: str, args: argparse.Namespace, reward_model: Path,
                 "algorithm.kl.estimator=k3", "algorithm.kl.coef=0.04"]
     if asynchronous:
         out += ["rollout.asynchronous=true", "algorithm.rollout_correction=tis"]
+    out += args.ours_set
     if args.lora:
         out += ["model.lora.enabled=true", f"model.lora.r={args.lora_r}", f"model.lora.alpha={2 * args.lora_r}",
                 "model.lora.dropout=0.0", "model.lora.target_modules=all-linear"]
@@ -450,12 +453,13 @@ def worker_trl_ppo(args: argparse.Namespace) -> dict:
 
 
 def run_worker(python: Path, name: str, args: argparse.Namespace, reward_model: Path) -> dict:
-    env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "TRL_EXPERIMENTAL_SILENCE": "1",
+    threads = args.trl_threads or args.threads
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "TRL_EXPERIMENTAL_SILENCE": "1",
            "PYTHONPATH": str(REPO)}
     command = [str(python), __file__, "--worker", name, "--policy", args.policy, "--reward-model", str(reward_model),
                "--steps", str(args.steps), "--batch", str(args.batch), "--n", str(args.n),
                "--mini-batch", str(args.mini_batch), "--max-new-tokens", str(args.max_new_tokens),
-               "--threads", str(args.threads), "--device", args.device, "--lora-r", str(args.lora_r),
+               "--threads", str(threads), "--device", args.device, "--lora-r", str(args.lora_r),
                *(["--lora"] if args.lora else [])]
     done = subprocess.run(command, capture_output=True, text=True, env=env, check=False, cwd=REPO)
     lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
@@ -487,7 +491,9 @@ def ratios(summary: dict[str, dict]) -> dict[str, float]:
     """ours / TRL from the medians, per algorithm, for ours synchronous and (when run) asynchronous."""
     out = {}
     for algorithm in ("ppo", "grpo"):
-        trl = summary[f"trl-{algorithm}"]
+        trl = summary.get(f"trl-{algorithm}")
+        if trl is None:
+            continue
         for mode in ("", "-async"):
             ours = summary.get(f"ours-{algorithm}{mode}")
             if ours is None:
@@ -558,7 +564,7 @@ def measure(args: argparse.Namespace) -> list[dict]:
     runs: list[dict] = []
     for repeat in range(1, args.repeats + 1):
         for trainer in TRAINERS:
-            if trainer.endswith("-async") and not args.asynchronous:
+            if (trainer.endswith("-async") and not args.asynchronous) or trainer.split("-")[1] not in args.algorithms:
                 continue
             if trainer.startswith("ours-"):
                 result = run_ours(trainer, args, reward_model, repeat)
@@ -583,6 +589,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--mini-batch", type=int, default=8, help="samples per optimizer step")
     parser.add_argument("--max-new-tokens", type=int, default=48, help="longest reply")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per process / CPUs per Ray role")
+    parser.add_argument("--trl-threads", type=int, help="torch threads of TRL's process (default: --threads)")
+    parser.add_argument("--ours-set", action="append", default=[], metavar="KEY=VALUE",
+                        help="an extra 'rlhf train ppo' override for ours (repeatable), after the benchmark's own")
+    parser.add_argument("--rollout-workers", type=int, default=1, help="ours: rollout worker actors")
+    parser.add_argument("--learner-workers", type=int, default=1, help="ours: data-parallel learner ranks")
+    parser.add_argument("--algorithms", nargs="+", choices=["ppo", "grpo"], default=["ppo", "grpo"],
+                        help="which comparisons to run")
     parser.add_argument("--asynchronous", action="store_true",
                         help="also run ours with rollout.asynchronous (sampling overlapped with training)")
     parser.add_argument("--lora", action="store_true", help="train LoRA adapters (all linear layers) on every side")
@@ -596,10 +609,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--worker", choices=["trl-grpo", "trl-ppo"], help=argparse.SUPPRESS)
     parser.add_argument("--reward-model", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.batch % args.n or args.batch % args.mini_batch:
-        parser.error("--batch must be a multiple of --n and of --mini-batch")
-    if args.steps < 1 or args.repeats < 1 or args.n < 2:
-        parser.error("--steps and --repeats must be at least 1, --n at least 2")
+    if args.batch % args.n or args.batch % args.mini_batch or args.mini_batch % args.learner_workers:
+        parser.error("--batch must be a multiple of --n and of --mini-batch, --mini-batch of --learner-workers")
+    if min(args.steps, args.repeats, args.rollout_workers, args.learner_workers) < 1 or args.n < 2:
+        parser.error("--steps, --repeats, --rollout-workers and --learner-workers must be at least 1, --n at least 2")
     sys.path.insert(0, str(REPO))
     if args.worker:
         import torch
