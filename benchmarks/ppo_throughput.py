@@ -63,6 +63,13 @@ seconds per step; the ratios ours / TRL are computed from the medians. Every tra
 thread count (``--threads``, also the CPUs of each Ray role); ours runs its roles as separate Ray actors, so
 on a small machine its concurrent passes compete for the same cores.
 
+Cores. At one thread per process, ours' roles that run at once (the reference, behaviour and reward passes;
+the policy and critic updates) use more than one core, while TRL's single process uses one. ``--trl-threads``
+gives TRL's process its own thread count (for example the machine's cores) to compare at equal cores.
+``--algorithms ppo|grpo`` runs one comparison only; ``--rollout-workers`` and ``--learner-workers`` set ours'
+rollout actors and data-parallel learner ranks (default 1 each, as the PPO stage), and ``--ours-set
+KEY=VALUE`` adds any ``rlhf train ppo`` override to ours' runs.
+
 Load
 ----
 The machine's load average (1, 5, 15 min) is printed before the first run and after the last, with the
