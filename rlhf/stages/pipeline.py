@@ -1,10 +1,10 @@
 """``rlhf pipeline``: a whole RLHF round, wiring the stages together (it re-implements none of them).
 
 One round: prepare prompts -> SFT the base policy (unless ``sft_stage: false`` starts from an instruct
-model as it is; the local Argilla service starts in the background meanwhile) -> generate candidates -> make
-sure the service runs -> push a ranking dataset -> simulated annotators rank (or, with ``--wait-for-humans``, people do
-while the pipeline shows progress) -> pull a snapshot -> train the reward model -> PPO and DPO -> evaluate
-against SFT (or that model) -> the report.
+model as it is; the local Argilla service starts in the background meanwhile) -> generate candidates ->
+make sure the service runs -> push a ranking dataset -> simulated annotators rank (or, with
+``--wait-for-humans``, people do while the pipeline shows progress) -> pull a snapshot -> train the reward
+model -> PPO and DPO -> evaluate against SFT (or that model) -> the report.
 
 Rounds compound: round ``r + 1`` generates candidates for new prompts (the next ``generate.prompts.limit``
 of the training prompts) from round ``r``'s best policy, collects new rankings, retrains the reward model on
