@@ -657,7 +657,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"policy {args.policy} on {args.device}{f', LoRA r={args.lora_r}' if args.lora else ''}; "
               f"batch {args.batch} (GRPO {args.batch // args.n} prompts x {args.n}), mini-batch {args.mini_batch}, "
               f"max {args.max_new_tokens} new tokens, temperature {TEMPERATURE:g}; {args.repeats} repeat(s) of "
-              f"{args.steps} measured steps, {args.threads} thread(s) per process")
+              f"{args.steps} measured steps, {args.threads} thread(s) per process"
+              + (f" ({args.trl_threads} in TRL's)" if args.trl_threads else ""))
         print(f"{cpus} CPUs; load average (1, 5, 15 min) before {before}, after {after} (after: with this benchmark's)")
         print(_report(summary, ratio, parts))
     if busy:
