@@ -264,7 +264,6 @@ def ours_overrides(algorithm: str, args: argparse.Namespace, reward_model: Path,
                 "algorithm.kl.estimator=k3", "algorithm.kl.coef=0.04"]
     if asynchronous:
         out += ["rollout.asynchronous=true", "algorithm.rollout_correction=tis"]
-    out += args.ours_set
     if args.lora:
         out += ["model.lora.enabled=true", f"model.lora.r={args.lora_r}", f"model.lora.alpha={2 * args.lora_r}",
                 "model.lora.dropout=0.0", "model.lora.target_modules=all-linear"]
@@ -274,7 +273,7 @@ def ours_overrides(algorithm: str, args: argparse.Namespace, reward_model: Path,
                 f"resources.colocate=[[{', '.join(gpu_roles)}]]"]
     else:
         out.append("model.device=cpu")
-    return out
+    return out + args.ours_set
 
 
 def breakdown(rows: list[dict]) -> dict[str, float]:

@@ -118,24 +118,33 @@ def submit_response(http: ArgillaHTTP, record_id: str, values: dict[str, Any] | 
 
 
 def submit_responses(http: ArgillaHTTP, items: list[tuple[str, dict[str, Any] | None, str]]) -> int:
-    """Upsert the key's user's responses, given as (record_id, values, status); returns how many were written."""
+    """Upsert the key's user's responses, given as (record_id, values, status); returns how many were written.
+
+    The server answers a bulk request item by item; items that met SQLite's "database is locked" are sent
+    again (an upsert is idempotent), any other refusal is an error."""
     written = 0
     for start in range(0, len(items), BULK_LIMIT):
         batch = [
             {"record_id": record_id, "values": _check(status, values), "status": status}
             for record_id, values, status in items[start:start + BULK_LIMIT]
         ]
-        for attempt in range(BUSY_RETRIES + 1):  # an upsert is idempotent: resending a batch is safe
+        pending = batch
+        for attempt in range(BUSY_RETRIES + 1):
             try:
-                result = http.post("/api/v1/me/responses/bulk", json={"items": batch}, idempotent=True)
-                break
+                result = http.post("/api/v1/me/responses/bulk", json={"items": pending}, idempotent=True)
             except ArgillaAPIError as err:
                 if not _is_busy(err) or attempt == BUSY_RETRIES:
                     raise
-                time.sleep(0.05 * 2**attempt)
-        errors = [item["error"] for item in result["items"] if item.get("error")]
-        if errors:
-            raise UserError(f"Argilla refused {len(errors)} of {len(batch)} responses: {errors[0]}")
+            else:
+                failed = [(sent, item["error"]) for sent, item in zip(pending, result["items"]) if item.get("error")]
+                refused = [error for _, error in failed if "database is locked" not in str(error)]
+                if refused or (failed and attempt == BUSY_RETRIES):
+                    errors = refused or [error for _, error in failed]
+                    raise UserError(f"Argilla refused {len(errors)} of {len(batch)} responses: {errors[0]}")
+                pending = [sent for sent, _ in failed]
+                if not pending:
+                    break
+            time.sleep(0.05 * 2**attempt)
         written += len(batch)
     return written
 

@@ -249,13 +249,15 @@ def run_pipeline(cfg: PipelineConfig) -> Path:
             if best_name is not None:
                 policy_name, policy = best_name, contenders[best_name]
     finally:
-        if warmup is not None:
-            warmup.wait()
-        if started_service and not cfg.keep_service:
-            from rlhf.labeling.service import stop_service
+        try:
+            if warmup is not None and warmup.thread.is_alive():
+                print("labeling: waiting for the service's background start to finish, to stop it", flush=True)
+                warmup.wait()
+        finally:
+            if started_service and not cfg.keep_service:
+                from rlhf.labeling.service import stop_service
 
-            label_cfg = cfg.labeling_config()
-            stop_service(label_cfg.service)
+                stop_service(cfg.labeling_config().service)
     elapsed = clock.total()
     atomic_write_json(Path(cfg.run.root) / "pipeline-summary.json", {"rounds": summary, "seconds": elapsed})
     _print_summary(summary, elapsed, baseline)

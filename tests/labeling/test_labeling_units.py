@@ -161,6 +161,33 @@ def test_http_retries_connection_errors_and_gateway_errors(monkeypatch):
     assert calls == ["GET", "GET", "GET"]
 
 
+def test_bulk_responses_that_met_a_locked_database_are_sent_again(monkeypatch):
+    from rlhf.labeling.responses import submit_responses
+
+    monkeypatch.setattr("rlhf.labeling.responses.time.sleep", lambda _s: None)
+    sent: list[list[str]] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        ids = [item["record_id"] for item in json.loads(request.content)["items"]]
+        sent.append(ids)
+        locked = "(sqlite3.OperationalError) database is locked"
+        # The server answers item by item with HTTP 200; record b meets a locked database the first time.
+        return httpx.Response(200, json={"items": [
+            {"item": None, "error": locked} if rid == "b" and len(sent) == 1 else {"item": {}, "error": None}
+            for rid in ids]})
+
+    items = [(rid, {"ranking": [{"value": "a", "rank": 1}]}, "submitted") for rid in ("a", "b", "c")]
+    assert submit_responses(_client(handler), items) == 3
+    assert sent == [["a", "b", "c"], ["b"]]
+
+    def refusing(request: httpx.Request) -> httpx.Response:
+        ids = [item["record_id"] for item in json.loads(request.content)["items"]]
+        return httpx.Response(200, json={"items": [{"item": None, "error": "record not found"} for _ in ids]})
+
+    with pytest.raises(UserError, match="Argilla refused 3 of 3 responses: record not found"):
+        submit_responses(_client(refusing), items)
+
+
 def test_http_does_not_repeat_a_post_that_may_have_taken_effect(monkeypatch):
     monkeypatch.setattr("rlhf.labeling.http.time.sleep", lambda _s: None)
     calls = []
