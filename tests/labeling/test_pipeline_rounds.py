@@ -33,7 +33,7 @@ def _config(root: Path, home: Path):
         "label_push": {"min_submitted": 2},
         "label_simulate": {"bots": 2, "noise": 0.05, "batch": 20},
         "rm": {"train": {"epochs": 1, "lr": 5.0e-4, "save_steps": 100}, "eval": {"best_of_n_prompts": 0}},
-        "dpo": {"data": {"train_pairs": "best_vs_worst"}, "loss": {"beta": 0.1, "sft_weight": 1.0},
+        "dpo": {"data": {"train_pairs": "all"}, "loss": {"beta": 0.1, "sft_weight": 1.0},
                 "train": {"lr": 5.0e-4, "epochs": 3, "batch_size": 16, "save_steps": 100}, "eval": {"prompts": 0}},
         "eval": {"generation": {"max_new_tokens": 64}, "best_of_n": {"n": 0}, "stats": {"n_bootstrap": 500}},
     }
@@ -61,8 +61,9 @@ def test_two_rounds_compound(labeling_service, tmp_path):
     assert Path(dpo_inputs["policy"]["path"]).resolve().is_relative_to(Path(first["policies"]["dpo-r1"]).resolve())
     results = json.loads((Path(second["eval"]) / "results.json").read_text())
     gold = {(c["policy"], c["baseline"]): c["win_rate"] for c in results["comparisons"] if c["scorer"] == "gold"}
-    # Round 2's best policy beats round 1's on the gold rubric: against SFT, and head to head (measured: 76.7 %
-    # against 62.5 % over SFT; round 1's policy wins 34.7 % of the head-to-head comparisons).
+    # Round 2's best policy beats round 1's on the gold rubric: against SFT, and head to head (measured on a
+    # 2-core AMD EPYC: 75.6 % against 61.9 % over SFT). DPO trains on every ranked pair of its round: with the
+    # best-against-worst pair alone (100 a round) round 2 gained nothing there (68.8 % against 69.9 %).
     assert second["best"] == "dpo-r2", second["best_rule"]
     assert gold[("dpo-r2", "sft")] > gold[("dpo-r1", "sft")]
     assert gold[("dpo-r1", "dpo-r2")] < 0.5
