@@ -41,6 +41,7 @@ __all__ = [
 STATUSES = ("submitted", "draft", "discarded")
 BULK_LIMIT = 100
 BUSY_RETRIES = 5
+LOCKED = "database is locked"  # SQLite's answer while another transaction writes
 PAGE = 1000
 
 
@@ -82,7 +83,7 @@ def _is_duplicate(err: ArgillaAPIError) -> bool:
 
 def _is_busy(err: ArgillaAPIError) -> bool:
     """SQLite's "database is locked": the server rolled the transaction back, so sending it again is safe."""
-    return err.status == 500 and "database is locked" in str(err.detail)
+    return err.status == 500 and LOCKED in str(err.detail)
 
 
 def _check(status: str, values: dict[str, Any] | None) -> dict[str, Any]:
@@ -137,7 +138,7 @@ def submit_responses(http: ArgillaHTTP, items: list[tuple[str, dict[str, Any] | 
                     raise
             else:
                 failed = [(sent, item["error"]) for sent, item in zip(pending, result["items"]) if item.get("error")]
-                refused = [error for _, error in failed if "database is locked" not in str(error)]
+                refused = [error for _, error in failed if LOCKED not in str(error)]
                 if refused or (failed and attempt == BUSY_RETRIES):
                     errors = refused or [error for _, error in failed]
                     raise UserError(f"Argilla refused {len(errors)} of {len(batch)} responses: {errors[0]}")
