@@ -70,13 +70,19 @@ def _stopping_token(model, tokenizer, ids) -> int:
     return max(firsts, key=lambda t: len(set(firsts[t])))
 
 
+@pytest.mark.parametrize("fast", [True, False], ids=["decode-step", "model-forward"])
 @pytest.mark.parametrize("share", [0.0, 0.125, 2.0], ids=["drop-each", "drop-in-bulk", "never-drop"])
-def test_greedy_decode_matches_generate_while_rows_end_apart(model_and_tokenizer, monkeypatch, share):
+def test_greedy_decode_matches_generate_while_rows_end_apart(model_and_tokenizer, monkeypatch, share, fast):
+    from rlhf.rollout import decode_step
+
     model, tokenizer, ids = model_and_tokenizer
     tokenizer = copy.copy(tokenizer)
     eos = _stopping_token(model, tokenizer, ids)
     tokenizer.eos_token_id = eos
     monkeypatch.setattr(decoding, "COMPACT_SHARE", share)
+    assert decode_step.supports(model)
+    if not fast:
+        monkeypatch.setattr(decode_step, "supports", lambda model: False)
     mine = decode(model, tokenizer, ids, SamplingParams(temperature=0, max_new_tokens=12), None)
     ends = {len(r.tokens) for r in mine}
     assert len(ends) >= 2 and any(r.finished for r in mine), "rows end at different steps"
@@ -95,3 +101,78 @@ def test_greedy_decode_matches_generate_while_rows_end_apart(model_and_tokenizer
         logp = torch.log_softmax(torch.stack(out.logits, 1)[row, :len(theirs)].float(), -1)
         assert torch.allclose(torch.tensor(reply.logprobs), logp.gather(-1, torch.tensor(theirs)[:, None])[:, 0],
                               atol=1e-4)
+
+
+def _random_model(architecture: str, **extra):
+    """A small random model of ``architecture`` with grouped KV heads (8 query heads over 2)."""
+    import transformers
+
+    config_class = getattr(transformers, f"{architecture}Config")
+    config = config_class(vocab_size=97, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+                          num_attention_heads=8, num_key_value_heads=2, max_position_embeddings=128, **extra)
+    torch.manual_seed(3)
+    return getattr(transformers, f"{architecture}ForCausalLM")(config).eval()
+
+
+@pytest.mark.parametrize("architecture, extra", [
+    ("Llama", {}), ("Llama", {"attention_bias": True, "mlp_bias": True, "tie_word_embeddings": True}),
+    ("Llama", {"rope_scaling": {"rope_type": "linear", "factor": 2.0}}), ("Qwen2", {}),
+], ids=["llama-gqa", "llama-biases-tied", "llama-linear-rope", "qwen2"])
+def test_decode_step_gives_the_models_logits(architecture, extra):
+    from transformers import DynamicCache
+
+    from rlhf.rollout.decode_step import GROW, KVDecoder, supports
+
+    model = _random_model(architecture, **extra)
+    assert supports(model)
+    generator = torch.Generator().manual_seed(4)
+    rows, width = 5, 7
+    ids = torch.randint(3, 97, (rows, width), generator=generator)
+    mask = torch.ones(rows, width + GROW + 8, dtype=torch.long)
+    mask[0, :3] = 0  # left padding
+    mask[3, :5] = 0
+    positions = (mask[:, :width].cumsum(-1) - 1).clamp(min=0)
+    theirs, mine = DynamicCache(config=model.config), DynamicCache(config=model.config)
+    with torch.no_grad():
+        for cache in (theirs, mine):
+            model(input_ids=ids, attention_mask=mask[:, :width], position_ids=positions, past_key_values=cache,
+                  use_cache=True)
+        fast = KVDecoder(model, mine, width)
+        position, keep = positions[:, -1], torch.arange(rows)
+        for step in range(GROW + 8):  # past the first buffer's end
+            if step == 3:  # rows 1 and 3 leave the batch
+                keep = torch.tensor([0, 2, 4])
+                theirs.batch_select_indices(keep)
+                fast.select(keep)
+                mask, position = mask[keep], position[keep]
+            tokens = torch.randint(3, 97, (len(keep),), generator=generator)
+            position = position + 1
+            expected = model(input_ids=tokens[:, None], attention_mask=mask[:, :width + step + 1],
+                             position_ids=position[:, None], past_key_values=theirs, use_cache=True).logits[:, -1]
+            got = fast.step(tokens, position, mask[:, :width + step + 1])
+            assert torch.allclose(got, expected, atol=1e-5), (step, (got - expected).abs().max())
+
+
+def test_decode_step_leaves_other_architectures_to_the_model():
+    from rlhf.rollout.decode_step import supports
+
+    assert not supports(_random_model("Mistral", sliding_window=4))
+    assert not supports(_random_model("Qwen2", use_sliding_window=True, sliding_window=4, max_window_layers=0))
+    assert not supports(_random_model("Llama", hidden_act="gelu"))
+
+
+def test_a_repeated_prompt_is_prefilled_once(model_and_tokenizer):
+    model, tokenizer, ids = model_and_tokenizer
+    prefill_rows: list[int] = []
+    hook = model.register_forward_pre_hook(
+        lambda _, args, kwargs: prefill_rows.append(kwargs["input_ids"].shape[0]), with_kwargs=True)
+    params = SamplingParams(temperature=0, max_new_tokens=10)
+    try:
+        repeated = decode(model, tokenizer, [seq for seq in ids for _ in range(3)], params, None)
+    finally:
+        hook.remove()
+    assert prefill_rows == [len(ids)]  # one prompt pass over the distinct prompts; the steps take the fast path
+    once = decode(model, tokenizer, ids, params, None)
+    for row, reply in enumerate(repeated):
+        assert reply.tokens == once[row // 3].tokens
+        assert torch.allclose(torch.tensor(reply.logprobs), torch.tensor(once[row // 3].logprobs), atol=1e-5)
