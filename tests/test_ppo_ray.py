@@ -2,7 +2,7 @@
 initialised from it, on two data-parallel learner ranks with ZeRO-2, gradient checkpointing and truncated
 importance sampling (broadcast sync); and RLOO with
 object-store sync, where one deliberately skipped weight sync must fail the probe check (and, between probe
-steps, show in the log-prob gap). (GRPO with a
+steps, show in the log-prob gap the learner measures). (GRPO with a
 reward function runs in test_ppo_resume.py, REINFORCE++ on two nodes in test_ppo_placement.py.)"""
 
 from __future__ import annotations
@@ -101,7 +101,7 @@ def test_ppo_with_reward_model_and_critic_on_two_learner_ranks(local_ray, tiny_p
         # The transformers engine and the learner compute the same log-probs: the importance weights are ~1.
         assert row["rollout/is_weight_mean"] == pytest.approx(1.0, abs=1e-3) and row["rollout/is_weight_capped"] == 0
         assert {"train/policy_loss", "train/critic_value_loss", "objective/kl", "timing/generation",
-                "timing/sync"} <= set(row)
+                "timing/sync", "timing/compute/policy_logprobs"} <= set(row)  # TIS: the learner recomputes
     # rewards are normalised with the stored statistics: reward = (score - 0.1) / 0.5
     assert rows[0]["rollout/reward_mean"] == pytest.approx((rows[0]["rollout/score_mean"] - 0.1) / 0.5, rel=1e-4)
     assert "eval/win_rate" in rows[-1] and 0 <= rows[-1]["eval/win_rate_low"] <= rows[-1]["eval/win_rate_high"] <= 1
@@ -146,9 +146,12 @@ def test_between_probes_the_logprob_gap_shows_a_skipped_sync(local_ray, reward_m
     skipped in between shows in the next step's rollout/logprob_gap (engine against learner)."""
     calls = _skipping_the_second_sync(monkeypatch)
     run_dir = _run(tmp_path, f"reward.model={reward_model}", "algorithm.advantage=rloo", "rollout.n=2",
-                   "train.steps=3", "eval.prompts=0")
+                   "train.steps=3", "eval.prompts=0", "algorithm.mini_batch_size=4")  # two updates a step
     rows = {r["step"]: r for r in _rows(run_dir) if "rollout/score_mean" in r}
     assert len(calls) == 3
     assert [s for s in sorted(rows) if "rollout/sync_probe_diff" in rows[s]] == [1, 3]
+    # the engine's log-probs are the behaviour log-probs (fp32, synchronous): no learner pass, and the learner
+    # measures the gap on each step's first mini-batch before updating
+    assert not any("timing/compute/policy_logprobs" in row for row in rows.values())
     assert rows[1]["rollout/logprob_gap"] < 1e-4 and rows[2]["rollout/logprob_gap"] < 1e-4
     assert rows[3]["rollout/logprob_gap"] > 1e-3  # step 3 sampled with step 1's weights

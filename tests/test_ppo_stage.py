@@ -52,6 +52,8 @@ def _load(*overrides: str):
     (["resources.colocate=[[policy, reference], [reference]]"], "lists role 'reference' twice"),
     (["algorithm.kl.estimatr=k3"], "did you mean 'estimator'"),
     (["rollout.asynchronous=true"], "set algorithm.rollout_correction=tis"),
+    (["algorithm.behaviour_logprobs=rollout", "algorithm.rollout_correction=tis"],
+     "needs algorithm.behaviour_logprobs=learner"),
     (["rollout.asynchronous=true", "algorithm.rollout_correction=tis", "rollout.engine=vllm",
       "resources.rollout.num_gpus=0.5", "resources.policy.num_gpus=0.5", "resources.colocate=[[rollout, policy]]",
       "rollout.vllm.gpu_memory_utilization=0.3"], "rollout.vllm.sleep=off"),
@@ -59,6 +61,15 @@ def _load(*overrides: str):
 def test_config_refuses_contradictions(overrides, message):
     with pytest.raises(ConfigError, match=message.replace("*", r"\*").replace("(", r"\(")):
         _load(*overrides)
+
+
+@pytest.mark.parametrize("overrides, engine", [
+    ([], True), (["algorithm.rollout_correction=tis"], False), (["model.dtype=bfloat16"], False),
+    (["rollout.asynchronous=true", "algorithm.rollout_correction=tis"], False),
+    (["algorithm.behaviour_logprobs=learner"], False), (["algorithm.behaviour_logprobs=rollout", "model.dtype=bfloat16"], True),
+], ids=["default", "tis", "bf16", "asynchronous", "learner", "rollout"])
+def test_the_engine_gives_the_behaviour_log_probs_where_they_match_the_learners(overrides, engine):
+    assert _load(*overrides).behaviour_from_rollout is engine
 
 
 def test_the_ppo_config_imports_no_torch():

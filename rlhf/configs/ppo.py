@@ -90,6 +90,10 @@ class AlgorithmConfig(StrictModel):
         "none", description="tis: weight each token's loss by min(pi_learner / pi_rollout, tis_cap), correcting "
         "for a rollout engine whose numerics differ from the learner's (vLLM); none: no correction")
     tis_cap: float = Field(2.0, ge=1, description="truncation cap of the importance weights (rollout_correction=tis)")
+    behaviour_logprobs: Literal["auto", "learner", "rollout"] = Field(
+        "auto", description="the PPO ratio's behaviour log-probs: learner (recomputed by the policy learner), "
+        "rollout (the engine's own from sampling, no extra pass) or auto: rollout with the transformers engine in "
+        "float32, synchronous and without rollout_correction (where the two agree within 1e-4), else learner")
     kl: KLConfig = Field(default_factory=KLConfig)
 
 
@@ -209,6 +213,9 @@ class PPOConfig(StrictModel):
         if "tis_cap" in algo.model_fields_set and algo.rollout_correction != "tis":
             raise ValueError("algorithm.tis_cap applies to algorithm.rollout_correction=tis; set that or remove "
                              "algorithm.tis_cap")
+        if algo.behaviour_logprobs == "rollout" and algo.rollout_correction == "tis":
+            raise ValueError("algorithm.rollout_correction=tis weighs the learner's behaviour log-probs against the "
+                             "engine's, so it needs algorithm.behaviour_logprobs=learner (or auto)")
         if rollout.asynchronous and algo.rollout_correction != "tis":
             raise ValueError("rollout.asynchronous samples each batch with the weights of one step before; set "
                              "algorithm.rollout_correction=tis to correct for it")
@@ -245,6 +252,15 @@ class PPOConfig(StrictModel):
             raise ValueError("rollout.vllm.sleep=on frees the GPU for a learner on the same GPU, but the rollout "
                              "role is not colocated with the policy; add [rollout, policy] to resources.colocate "
                              "or set rollout.vllm.sleep=auto")
+
+    @property
+    def behaviour_from_rollout(self) -> bool:
+        """The PPO ratio takes the engine's sampled log-probs as the behaviour log-probs (no learner pass)."""
+        choice = self.algorithm.behaviour_logprobs
+        if choice != "auto":
+            return choice == "rollout"
+        return (self.rollout.engine == "transformers" and self.model.dtype == "float32"
+                and not self.rollout.asynchronous and self.algorithm.rollout_correction == "none")
 
     @property
     def rollout_sleeps(self) -> bool:

@@ -160,15 +160,17 @@ def generate(workers: list, prompts: list[str], params: SamplingParams, seeds: l
 
 
 def train_minibatch(roles: Roles, mini: Batch, loss: PolicyLossSettings, kl_coef: float, value_clip: float | None,
-                    train_policy: bool = True) -> tuple[dict[str, float] | None, dict[str, float] | None]:
+                    train_policy: bool = True, logprob_gap: bool = False
+                    ) -> tuple[dict[str, float] | None, dict[str, float] | None]:
     """One optimizer step of the policy (unless ``train_policy`` is off) and of the critic (when there is
     one) on ``mini``, split evenly over the ranks; returns each one's merged statistics (None if it did
-    not train). Every shard's loss is normalised by the WHOLE mini-batch's token and sequence counts."""
+    not train), the policy's with ``logprob_gap`` when asked (:meth:`PolicyLearner.train_minibatch`). Every
+    shard's loss is normalised by the WHOLE mini-batch's token and sequence counts."""
     import ray
 
     shards = [mini.select(r) for r in rows(len(mini), len(roles.policy))]
     counts = (mini.token_count, mini.sequence_count)
-    policy_refs = [p.train_minibatch.remote(s, loss, kl_coef, *counts)
+    policy_refs = [p.train_minibatch.remote(s, loss, kl_coef, *counts, logprob_gap)
                    for p, s in zip(roles.policy, shards)] if train_policy else []
     critic_refs = [c.train_minibatch.remote(s, value_clip, loss.aggregation, *counts)
                    for c, s in zip(roles.critic, shards)]

@@ -178,8 +178,12 @@ class PolicyLearner(_Rank):
 
     @busy("policy_train")
     def train_minibatch(self, batch: Batch, loss: PolicyLossSettings, kl_coef: float, global_tokens: int,
-                        global_sequences: int) -> RankStats:
-        """One optimizer step on this rank's share of a mini-batch (``grad_accum_steps`` micro-batches)."""
+                        global_sequences: int, logprob_gap: bool = False) -> RankStats:
+        """One optimizer step on this rank's share of a mini-batch (``grad_accum_steps`` micro-batches).
+
+        ``logprob_gap``: also report ``logprob_gap``, the mean absolute difference per token between the
+        policy's log-probs before this step and ``batch.old_logprobs`` (the engine's, when they stand in for
+        the behaviour log-probs: on a step's first mini-batch, the policy is still the one that sampled)."""
         counts = _global_counts(loss.aggregation, global_tokens, global_sequences)
         device = self.engine.device
         stats = RankStats(tokens=batch.token_count)
@@ -196,11 +200,14 @@ class PolicyLearner(_Rank):
             if terms.kl_loss is not None:
                 stats.add_loss("kl_loss", terms.kl_loss)
             stats.add_loss("entropy", terms.entropy)
+            tokens = int(mask.sum().item())
+            if logprob_gap:
+                gap = ((logp.detach() - micro.old_logprobs.to(device)).abs() * mask).sum() / max(tokens, 1)
+                stats.add_mean("logprob_gap", float(gap), tokens)
             self.model.backward(total)
             norm = self.model.step()
             if norm is not None:
                 stats.grad_norm = norm
-            tokens = int(mask.sum().item())
             for name, value in terms.policy.to_dict().items():
                 if name != "ratio_max":
                     stats.add_mean(name, value, tokens)

@@ -22,7 +22,10 @@ Implementation details, in the order a run meets them:
    resume is sampled with the resumed weights (staleness 0), so it is not the interrupted run's step.
 4. Reward, reference log-probs, behaviour log-probs and critic values are computed at once on their roles.
    The behaviour log-probs are recomputed by the policy learner, so the rollout engine's numerics never
-   enter the PPO ratio (:meth:`rlhf.roles.learner.PolicyLearner.logprobs`).
+   enter the PPO ratio (:meth:`rlhf.roles.learner.PolicyLearner.logprobs`), unless
+   ``algorithm.behaviour_logprobs`` takes the engine's own (by default, with the transformers engine in float32
+   and synchronous rollout, where the two agree within 1e-4); then the learner measures ``rollout/logprob_gap``
+   on the step's first mini-batch, before its update.
 5. Rewards are normalised with the RM's stored mean/std, then clipped (:func:`rlhf.rl.normalise_rewards`).
 6. Replies cut by ``rollout.max_new_tokens`` get a penalty or leave the loss (:func:`rlhf.rl.apply_truncation`).
 7. The per-token KL to the reference is estimated on the behaviour log-probs (:func:`rlhf.rl.kl_estimate`).
@@ -219,7 +222,7 @@ def _train(cfg: PPOConfig, run: StageRun, policy_path: str) -> Path:
     stream = PromptStream(training_prompts(cfg, held_out), cfg.run.seed)
     pad_id = load_tokenizer(policy_path).pad_token_id
     params, eval_params = cfg.rollout.params(cfg.rollout.n), eval_cfg.sampling.params()
-    kl_in_loss = kl_cfg.placement == "loss"
+    kl_in_loss, from_rollout = kl_cfg.placement == "loss", cfg.behaviour_from_rollout
     loss_settings = PolicyLossSettings(algo.clip_low, algo.clip_high, algo.dual_clip, algo.aggregation,
                                        algo.entropy_coef, kl_in_loss, kl_cfg.estimator, params.logprob_temperature)
     kl_ctl = (AdaptiveKLController(kl_cfg.coef, kl_cfg.target, kl_cfg.horizon) if kl_cfg.adaptive
@@ -291,12 +294,12 @@ def _train(cfg: PPOConfig, run: StageRun, policy_path: str) -> Path:
             shards = rows(len(rollout), len(roles.policy))
             score_ref = roles.reward.score.remote(rollout.prompts, rollout.texts)
             ref_ref = roles.reference.logprobs.remote(rollout.tokens, loss_settings.temperature)
-            old_refs = [p.logprobs.remote(rollout.tokens.select(r), loss_settings.temperature)
-                        for p, r in zip(roles.policy, shards)]
+            old_refs = [] if from_rollout else [p.logprobs.remote(rollout.tokens.select(r), loss_settings.temperature)
+                                                for p, r in zip(roles.policy, shards)]
             value_refs = [c.values.remote(rollout.tokens.select(r)) for c, r in zip(roles.critic, shards)]
             raw_scores = torch.tensor(ray.get(score_ref), dtype=torch.float32)
             ref_logprobs = ray.get(ref_ref)
-            old_logprobs = torch.cat(ray.get(old_refs))
+            old_logprobs = rollout.logprobs if from_rollout else torch.cat(ray.get(old_refs))
             values = torch.cat(ray.get(value_refs)) if value_refs else None
             metrics["timing/scoring"] = time.perf_counter() - t0
 
@@ -325,11 +328,16 @@ def _train(cfg: PPOConfig, run: StageRun, policy_path: str) -> Path:
                 order = torch.randperm(len(batch), generator=torch.Generator().manual_seed(
                     derive_seed(cfg.run.seed, "minibatch", step, epoch)))
                 for minibatch in order.split(algo.mini_batch_size):
-                    policy_stats, critic_stats = train_minibatch(roles, batch.select(minibatch), loss_settings,
-                                                                 kl_ctl.value, cfg.critic.value_clip, train_policy)
+                    policy_stats, critic_stats = train_minibatch(
+                        roles, batch.select(minibatch), loss_settings, kl_ctl.value, cfg.critic.value_clip,
+                        train_policy, logprob_gap=from_rollout and not policy_rows)
                     policy_rows.extend([policy_stats] if policy_stats else [])
                     critic_rows.extend([critic_stats] if critic_stats else [])
             metrics["timing/training"] = time.perf_counter() - t0
+            if not from_rollout:
+                metrics["rollout/logprob_gap"] = float(((rollout.logprobs - old_logprobs).abs() * mask).sum() / mask.sum())
+            elif policy_rows:
+                metrics["rollout/logprob_gap"] = policy_rows[0].pop("logprob_gap")
 
             # 5. KL controller, weight sync and its check
             sequence_kl = kl.sum(dim=1)
@@ -350,7 +358,6 @@ def _train(cfg: PPOConfig, run: StageRun, policy_path: str) -> Path:
                 "rollout/score_mean": float(raw_scores.mean()), "rollout/score_std": float(raw_scores.std()),
                 "rollout/reward_mean": float(rewards.mean()), "rollout/response_length": float(lengths.mean()),
                 "rollout/finished_rate": float(rollout.finished.float().mean()),
-                "rollout/logprob_gap": float(((rollout.logprobs - old_logprobs).abs() * mask).sum() / mask.sum()),
                 "rollout/advantage_std": float(advantages[loss_mask.bool()].std()) if loss_mask.sum() > 1 else 0.0,
                 "rollout/staleness": float(step - 1 - version),
                 "objective/kl": float(sequence_kl.mean()), "objective/kl_coef": float(kl_ctl.value),
