@@ -51,6 +51,13 @@ class BusyRole:
         """Seconds spent per kind of work since the last call."""
         return self.busy.drain()
 
+    def freeze_heap(self) -> int:
+        """Once the role is set up: keep the garbage collector off what it holds (:mod:`rlhf.utils.heap`), so
+        no full collection pauses its work; returns how many objects are frozen."""
+        from rlhf.utils.heap import freeze_heap
+
+        return freeze_heap()
+
 
 def busy(name: str) -> Callable[[F], F]:
     """Count the decorated method's time under ``name`` in its object's ``busy`` (a :class:`BusyTime`)."""

@@ -4,7 +4,8 @@ anything about the algorithm.
 
 * :class:`RoleSpecs`: every role's frozen spec (the stage builds it from its config, in one place).
 * :func:`start_roles`: one placement group (:mod:`rlhf.roles.launcher`), every actor in its bundle, the
-  learners set up; :func:`placement` says which node each actor landed on.
+  learners set up, every actor's heap frozen (:mod:`rlhf.utils.heap`); :func:`placement` says which node each
+  actor landed on.
 * :func:`generate`: a prompt list split over the rollout workers, replies back in prompt order;
   :func:`start_generation` does the same without waiting (:class:`PendingRollout`), so the controller can
   train on one batch while the workers sample the next.
@@ -73,7 +74,8 @@ def critic_source(init_from: str, reward_model: str | None, policy_path: str) ->
 
 
 def start_roles(specs: RoleSpecs, resources: ResourcesConfig, backend: str) -> Roles:
-    """Place and start every role, then set up the learners' process groups (``backend``: gloo or nccl)."""
+    """Place and start every role, then set up the learners' process groups (``backend``: gloo or nccl) and
+    freeze every actor's heap."""
     import ray
 
     from rlhf.core.cluster import worker_env
@@ -98,6 +100,7 @@ def start_roles(specs: RoleSpecs, resources: ResourcesConfig, backend: str) -> R
             critic_address = ray.get(roles.critic[0].address.remote())
             setups += [c.setup.remote(*critic_address, specs.critic_fresh_head) for c in roles.critic]
         ray.get(setups + [a.node_id.remote() for a in roles.all()])
+        ray.get([a.freeze_heap.remote() for a in roles.all()])
     except BaseException:
         roles.shutdown()
         raise

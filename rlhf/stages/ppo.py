@@ -122,6 +122,7 @@ from rlhf.roles.weight_sync import check_sync, connect_sync_group
 from rlhf.rollout.containers import Batch, Rollout
 from rlhf.trainers.deepspeed_engine import LearnerSpec, rng_state, set_rng_state
 from rlhf.trainers.hf import lora_outputs
+from rlhf.utils.heap import freeze_heap
 from rlhf.utils.seed import seed_everything
 
 __all__ = ["PPOConfig", "open_stage_for", "role_specs", "run_ppo", "training_prompts"]
@@ -264,6 +265,7 @@ def _train(cfg: PPOConfig, run: StageRun, policy_path: str) -> Path:
         baseline = (_baseline(run.path("eval_baseline.jsonl"), roles.rollout, held_out, eval_params, cfg)
                     if held_out else None)
         busy_seconds(roles)  # set-up and the baseline's generation are not a step's work
+        freeze_heap()  # no full garbage collection over the libraries' objects in the loop
         latest: tuple[list[str], list[float]] | None = None
         pending: PendingRollout | None = None  # the next step's batch, being sampled (rollout.asynchronous)
 
