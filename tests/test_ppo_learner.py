@@ -259,3 +259,20 @@ def test_rank_stats_merge_by_tokens():
     assert merge_rank_stats([a, b]) == {"policy_loss": 0.75, "clip_fraction": 0.125, "grad_norm": 2.0}
     # a step's mini-batches are averaged per statistic (the critic trains in warm-up steps, the policy may not)
     assert mean_stats([{"loss": 1.0, "lr": 2.0}, {"loss": 3.0}], "train/") == {"train/loss": 2.0, "train/lr": 2.0}
+
+
+def test_reference_log_probs_given_apart_from_the_batch_train_alike(tiny_path, rollout):
+    """With the KL in the loss, the learner takes a shard's reference log-probs as an argument (they arrive
+    apart from the batch when the reference passes go mini-batch by mini-batch) and trains as from the batch."""
+    from dataclasses import replace
+
+    settings = PolicyLossSettings(kl_in_loss=True, kl_estimator="k3")
+    together, apart = _policy(tiny_path), _policy(tiny_path)
+    batch = _batch(rollout, together)
+    reference = batch.old_logprobs - 0.3 * batch.loss_mask
+    counts = (batch.token_count, batch.sequence_count)
+    expected = merge_rank_stats([together.train_minibatch(replace(batch, ref_logprobs=reference), settings, 0.5,
+                                                          *counts)])
+    got = merge_rank_stats([apart.train_minibatch(batch, settings, 0.5, *counts, ref_logprobs=reference)])
+    assert expected["kl_loss"] > 0 and got == pytest.approx(expected)
+    assert all(torch.equal(v, _weights(apart)[k]) for k, v in _weights(together).items())

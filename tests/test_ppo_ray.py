@@ -155,3 +155,30 @@ def test_between_probes_the_logprob_gap_shows_a_skipped_sync(local_ray, reward_m
     assert not any("timing/compute/policy_logprobs" in row for row in rows.values())
     assert rows[1]["rollout/logprob_gap"] < 1e-4 and rows[2]["rollout/logprob_gap"] < 1e-4
     assert rows[3]["rollout/logprob_gap"] > 1e-3  # step 3 sampled with step 1's weights
+
+
+def test_the_reference_passes_of_the_mini_batches_make_the_whole_batchs(local_ray, tiny_path):
+    """With the KL in the loss the reference log-probs go shard by shard in training order; gathered, they are
+    those of one pass over the batch, row for row."""
+    import ray
+
+    from rlhf.roles.group import start_reference
+    from rlhf.roles.inference import ReferenceActor, ReferenceSpec
+    from rlhf.roles.launcher import Roles
+    from rlhf.rollout import SamplingParams, TransformersRolloutEngine
+    from rlhf.rollout.containers import Rollout
+
+    engine = TransformersRolloutEngine.from_pretrained(tiny_path, device="cpu")
+    samples = engine.generate(["Where is my order #B55555?", "Can I get a refund?", "Thanks!"],
+                              SamplingParams(n=4, max_new_tokens=8), seed=0)
+    tokens = Rollout.from_samples(samples, engine.tokenizer.pad_token_id, n=4).tokens
+    reference = ray.remote(ReferenceActor).options(num_cpus=1).remote(
+        ReferenceSpec(tiny_path, device="cpu", batch_size=4))
+    roles = Roles(group=None, policy=[None, None], reference=reference)  # two learner ranks
+    order = torch.randperm(len(tokens), generator=torch.Generator().manual_seed(0))
+    shards = start_reference(roles, tokens, list(order.split(6)), 1.0)
+    assert [len(refs) for refs in shards.shards] == [2, 2]
+    whole = ray.get(reference.logprobs.remote(tokens, 1.0))
+    gathered = shards.gather(len(tokens), tokens.response_width)
+    assert whole.abs().sum() > 0 and torch.allclose(gathered, whole, atol=1e-5)
+    ray.kill(reference)

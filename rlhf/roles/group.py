@@ -9,7 +9,8 @@ anything about the algorithm.
 * :func:`generate`: a prompt list split over the rollout workers, replies back in prompt order;
   :func:`start_generation` does the same without waiting (:class:`PendingRollout`), so the controller can
   train on one batch while the workers sample the next.
-* :func:`train_minibatch`: one optimizer step of the policy (and critic) on a mini-batch split over the ranks.
+* :func:`train_minibatch`: one optimizer step of the policy (and critic) on a mini-batch split over the ranks;
+  :func:`start_reference` sends the reference passes that its updates wait for shard by shard.
 * :func:`sync_rollout`: the policy's weights into the rollout workers, waking sleeping vLLM engines around it.
 * :func:`save_checkpoint`, :func:`load_checkpoint`: the learners' and the controller's state (:mod:`.checkpoint`).
 * :func:`busy_seconds`: what every actor spent computing since the last call (:mod:`.busy`).
@@ -39,13 +40,14 @@ from rlhf.roles.inference import (
 from rlhf.roles.launcher import ROLES, ResourcesConfig, Roles, plan_bundles, start_actor, start_placement_group
 from rlhf.roles.learner import CriticLearner, PolicyLearner, merge_rank_stats
 from rlhf.roles.weight_sync import sync_weights
-from rlhf.rollout.containers import Batch
+from rlhf.rollout.containers import Batch, TokenBatch
 from rlhf.rollout.types import RolloutSample, SamplingParams
 from rlhf.rollout.weight_transfer import TensorSpec
 from rlhf.trainers.deepspeed_engine import LearnerSpec
 
-__all__ = ["PendingRollout", "RoleSpecs", "busy_seconds", "critic_source", "generate", "load_checkpoint", "placement",
-           "rows", "save_checkpoint", "split", "start_generation", "start_roles", "sync_rollout", "train_minibatch"]
+__all__ = ["PendingRollout", "ReferenceShards", "RoleSpecs", "busy_seconds", "critic_source", "generate", "load_checkpoint", "placement",
+           "rows", "save_checkpoint", "split", "start_generation", "start_reference", "start_roles", "sync_rollout",
+           "train_minibatch"]
 
 
 @dataclass(frozen=True)
@@ -162,19 +164,52 @@ def generate(workers: list, prompts: list[str], params: SamplingParams, seeds: l
     return start_generation(workers, prompts, params, seeds).result()[0]
 
 
+@dataclass(frozen=True)
+class ReferenceShards:
+    """Reference log-probs under way, one pass per learner shard of each of a step's first-epoch mini-batches,
+    sent in training order: the update of a mini-batch waits for its own shards only, and the reference
+    actor works on the next ones meanwhile (:func:`start_reference`)."""
+
+    minibatches: list[torch.Tensor]  # row indices of each mini-batch, in training order
+    shards: list[list[Any]]  # per mini-batch, the object ref of each learner shard's ``[b, T]`` log-probs
+
+    def gather(self, size: int, width: int) -> torch.Tensor:
+        """The whole batch's ``[size, width]`` reference log-probs, in batch order."""
+        import ray
+
+        out = torch.zeros((size, width), dtype=torch.float32)
+        for minibatch, refs in zip(self.minibatches, self.shards):
+            for part, logprobs in zip(rows(len(minibatch), len(refs)), ray.get(refs)):
+                out[minibatch[part]] = logprobs
+        return out
+
+
+def start_reference(roles: Roles, tokens: TokenBatch, minibatches: list[torch.Tensor],
+                    temperature: float) -> ReferenceShards:
+    """Send the reference passes of ``minibatches`` (row indices into ``tokens``), each split as
+    :func:`train_minibatch` splits it over the learner ranks, without waiting."""
+    ranks = len(roles.policy)
+    return ReferenceShards(minibatches, [
+        [roles.reference.logprobs.remote(tokens.select(minibatch[part]), temperature)
+         for part in rows(len(minibatch), ranks)] for minibatch in minibatches])
+
+
 def train_minibatch(roles: Roles, mini: Batch, loss: PolicyLossSettings, kl_coef: float, value_clip: float | None,
-                    train_policy: bool = True, logprob_gap: bool = False
+                    train_policy: bool = True, logprob_gap: bool = False, reference: list | None = None
                     ) -> tuple[dict[str, float] | None, dict[str, float] | None]:
     """One optimizer step of the policy (unless ``train_policy`` is off) and of the critic (when there is
     one) on ``mini``, split evenly over the ranks; returns each one's merged statistics (None if it did
-    not train), the policy's with ``logprob_gap`` when asked (:meth:`PolicyLearner.train_minibatch`). Every
-    shard's loss is normalised by the WHOLE mini-batch's token and sequence counts."""
+    not train), the policy's with ``logprob_gap`` when asked (:meth:`PolicyLearner.train_minibatch`).
+    ``reference``: each rank shard's reference log-probs as object refs (:class:`ReferenceShards`), in place
+    of ``mini.ref_logprobs``; a rank starts once its shard's pass is done. Every shard's loss is normalised
+    by the WHOLE mini-batch's token and sequence counts."""
     import ray
 
     shards = [mini.select(r) for r in rows(len(mini), len(roles.policy))]
     counts = (mini.token_count, mini.sequence_count)
-    policy_refs = [p.train_minibatch.remote(s, loss, kl_coef, *counts, logprob_gap)
-                   for p, s in zip(roles.policy, shards)] if train_policy else []
+    references = reference or [None] * len(shards)
+    policy_refs = [p.train_minibatch.remote(s, loss, kl_coef, *counts, logprob_gap, ref)
+                   for p, s, ref in zip(roles.policy, shards, references)] if train_policy else []
     critic_refs = [c.train_minibatch.remote(s, value_clip, loss.aggregation, *counts)
                    for c, s in zip(roles.critic, shards)]
     policy = merge_rank_stats(ray.get(policy_refs)) if policy_refs else None

@@ -17,7 +17,7 @@ Training statistics come back as :class:`RankStats`: loss values already normali
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import torch
@@ -178,12 +178,16 @@ class PolicyLearner(_Rank):
 
     @busy("policy_train")
     def train_minibatch(self, batch: Batch, loss: PolicyLossSettings, kl_coef: float, global_tokens: int,
-                        global_sequences: int, logprob_gap: bool = False) -> RankStats:
+                        global_sequences: int, logprob_gap: bool = False,
+                        ref_logprobs: torch.Tensor | None = None) -> RankStats:
         """One optimizer step on this rank's share of a mini-batch (``grad_accum_steps`` micro-batches).
 
         ``logprob_gap``: also report ``logprob_gap``, the mean absolute difference per token between the
         policy's log-probs before this step and ``batch.old_logprobs`` (the engine's, when they stand in for
-        the behaviour log-probs: on a step's first mini-batch, the policy is still the one that sampled)."""
+        the behaviour log-probs: on a step's first mini-batch, the policy is still the one that sampled).
+        ``ref_logprobs``: the shard's reference log-probs, when they come apart from ``batch``."""
+        if ref_logprobs is not None:
+            batch = replace(batch, ref_logprobs=ref_logprobs)
         counts = _global_counts(loss.aggregation, global_tokens, global_sequences)
         device = self.engine.device
         stats = RankStats(tokens=batch.token_count)

@@ -25,7 +25,9 @@ Implementation details, in the order a run meets them:
    enter the PPO ratio (:meth:`rlhf.roles.learner.PolicyLearner.logprobs`), unless
    ``algorithm.behaviour_logprobs`` takes the engine's own (by default, with the transformers engine in float32
    and synchronous rollout, where the two agree within 1e-4); then the learner measures ``rollout/logprob_gap``
-   on the step's first mini-batch, before its update.
+   on the step's first mini-batch, before its update. With the KL in the loss only the learners need the
+   reference log-probs: their passes go mini-batch by mini-batch in training order, and each update waits for
+   its own (:func:`rlhf.roles.group.start_reference`), so the reference works while the policy trains.
 5. Rewards are normalised with the RM's stored mean/std, then clipped (:func:`rlhf.rl.normalise_rewards`).
 6. Replies cut by ``rollout.max_new_tokens`` get a penalty or leave the loss (:func:`rlhf.rl.apply_truncation`).
 7. The per-token KL to the reference is estimated on the behaviour log-probs (:func:`rlhf.rl.kl_estimate`).
@@ -65,6 +67,7 @@ import json
 import os
 import shutil
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import ray
@@ -112,6 +115,7 @@ from rlhf.roles.group import (
     rows,
     save_checkpoint,
     start_generation,
+    start_reference,
     start_roles,
     sync_rollout,
     train_minibatch,
@@ -291,16 +295,21 @@ def _train(cfg: PPOConfig, run: StageRun, policy_path: str) -> Path:
                 ray.get([w.sleep.remote() for w in roles.rollout])
             metrics["timing/generation"] = time.perf_counter() - t_step
 
-            # 2. score: reward, reference and behaviour log-probs, values (all roles at once)
+            # 2. score: reward, reference and behaviour log-probs, values (all roles at once); with the KL in the
+            #    loss, the reference passes go mini-batch by mini-batch and the updates wait for theirs only
             t0 = time.perf_counter()
             shards = rows(len(rollout), len(roles.policy))
+            orders = [torch.randperm(len(rollout), generator=torch.Generator().manual_seed(
+                derive_seed(cfg.run.seed, "minibatch", step, epoch))) for epoch in range(algo.epochs)]
             score_ref = roles.reward.score.remote(rollout.prompts, rollout.texts)
-            ref_ref = roles.reference.logprobs.remote(rollout.tokens, loss_settings.temperature)
+            reference = (start_reference(roles, rollout.tokens, list(orders[0].split(algo.mini_batch_size)),
+                                         loss_settings.temperature) if kl_in_loss else None)
+            ref_ref = None if kl_in_loss else roles.reference.logprobs.remote(rollout.tokens, loss_settings.temperature)
             old_refs = [] if from_rollout else [p.logprobs.remote(rollout.tokens.select(r), loss_settings.temperature)
                                                 for p, r in zip(roles.policy, shards)]
             value_refs = [c.values.remote(rollout.tokens.select(r)) for c, r in zip(roles.critic, shards)]
             raw_scores = torch.tensor(ray.get(score_ref), dtype=torch.float32)
-            ref_logprobs = ray.get(ref_ref)
+            ref_logprobs = None if ref_ref is None else ray.get(ref_ref)
             old_logprobs = rollout.logprobs if from_rollout else torch.cat(ray.get(old_refs))
             values = torch.cat(ray.get(value_refs)) if value_refs else None
             metrics["timing/scoring"] = time.perf_counter() - t0
@@ -311,14 +320,14 @@ def _train(cfg: PPOConfig, run: StageRun, policy_path: str) -> Path:
             rewards = normalise_rewards(raw_scores, norm and norm.mean, norm and norm.std, cfg.reward.clip)
             rewards, loss_mask = apply_truncation(rewards, ~rollout.finished, algo.truncation,
                                                   algo.truncation_penalty, mask)
-            kl = kl_estimate(old_logprobs, ref_logprobs, kl_cfg.estimator) * mask
+            # with the KL in the loss, the advantages do not see it (it is measured after the updates)
+            kl = torch.zeros_like(mask) if kl_in_loss else kl_estimate(old_logprobs, ref_logprobs, kl_cfg.estimator) * mask
             advantages, returns = compute_advantages(
                 algo.advantage, rewards, kl, kl_ctl.value, not kl_in_loss, mask, loss_mask, cfg.rollout.n, values,
                 algo.gamma, algo.lam, algo.whiten_advantages, algo.grpo_std_normalise)
             is_weights = (truncated_importance_weights(old_logprobs, rollout.logprobs, loss_mask, algo.tis_cap)
                           if algo.rollout_correction == "tis" else None)
-            batch = Batch(rollout.tokens, loss_mask, old_logprobs, advantages,
-                          ref_logprobs=ref_logprobs if kl_in_loss else None, old_values=values, returns=returns,
+            batch = Batch(rollout.tokens, loss_mask, old_logprobs, advantages, old_values=values, returns=returns,
                           is_weights=is_weights)
             metrics["timing/advantages"] = time.perf_counter() - t0
 
@@ -326,15 +335,17 @@ def _train(cfg: PPOConfig, run: StageRun, policy_path: str) -> Path:
             t0 = time.perf_counter()
             train_policy = not (cfg.uses_critic and critic_warmup_active(step - 1, cfg.critic.warmup_steps))
             policy_rows, critic_rows = [], []
-            for epoch in range(algo.epochs):
-                order = torch.randperm(len(batch), generator=torch.Generator().manual_seed(
-                    derive_seed(cfg.run.seed, "minibatch", step, epoch)))
-                for minibatch in order.split(algo.mini_batch_size):
+            for epoch, order in enumerate(orders):
+                for index, minibatch in enumerate(order.split(algo.mini_batch_size)):
                     policy_stats, critic_stats = train_minibatch(
                         roles, batch.select(minibatch), loss_settings, kl_ctl.value, cfg.critic.value_clip,
-                        train_policy, logprob_gap=from_rollout and not policy_rows)
+                        train_policy, logprob_gap=from_rollout and not policy_rows,
+                        reference=reference.shards[index] if reference and epoch == 0 else None)
                     policy_rows.extend([policy_stats] if policy_stats else [])
                     critic_rows.extend([critic_stats] if critic_stats else [])
+                if reference and epoch == 0:  # the later epochs, and the KL, take the whole batch's
+                    batch = replace(batch, ref_logprobs=reference.gather(len(batch), batch.tokens.response_width))
+                    kl = kl_estimate(old_logprobs, batch.ref_logprobs, kl_cfg.estimator) * mask
             metrics["timing/training"] = time.perf_counter() - t0
             if not from_rollout:
                 metrics["rollout/logprob_gap"] = float(((rollout.logprobs - old_logprobs).abs() * mask).sum() / mask.sum())
