@@ -6,7 +6,9 @@ tokens, one log-prob per token, in one process with ``--threads`` torch threads:
 
 * ``generate``: ``model.generate(..., do_sample=True, output_logits=True)`` on the left-padded batch, log-probs
   from its per-step logits (how the engine sampled before :mod:`rlhf.rollout.decoding`);
-* ``engine``: ``TransformersRolloutEngine.generate``, which drops rows from the batch as they finish.
+* ``engine``: ``TransformersRolloutEngine.generate``, which drops rows from the batch as they finish, runs
+  a repeated prompt through the prompt pass once, and (Llama, Qwen2) decodes with
+  :mod:`rlhf.rollout.decode_step` instead of the model's forward.
 
 Each side runs ``--repeats`` times, interleaved, after one warm-up batch; the table gives the median and the
 range of samples/s and tokens/s (tokens: generated, up to and including EOS) and the ratio of the medians.

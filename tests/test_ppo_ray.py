@@ -182,3 +182,41 @@ def test_the_reference_passes_of_the_mini_batches_make_the_whole_batchs(local_ra
     gathered = shards.gather(len(tokens), tokens.response_width)
     assert whole.abs().sum() > 0 and torch.allclose(gathered, whole, atol=1e-5)
     ray.kill(reference)
+
+
+def test_an_update_takes_its_reference_log_probs_from_a_pass_still_running(local_ray, tiny_path):
+    """Given the object ref of its reference pass (in a list, so Ray hands it over unresolved), a learner
+    waits for it after its forward pass and trains exactly as with the tensor in hand."""
+    import ray
+
+    from rlhf.rl import PolicyLossSettings
+    from rlhf.roles.learner import PolicyLearner, merge_rank_stats
+    from rlhf.rollout import SamplingParams, TransformersRolloutEngine
+    from rlhf.rollout.containers import Batch, Rollout
+    from rlhf.trainers.deepspeed_engine import LearnerSpec
+    from rlhf.trainers.hf import DeepSpeedSettings
+    from rlhf.utils.distributed import free_port
+
+    engine = TransformersRolloutEngine.from_pretrained(tiny_path, device="cpu")
+    samples = engine.generate(["Where is my order #B55555?", "Can I get a refund?"],
+                              SamplingParams(n=4, max_new_tokens=8), seed=0)
+    rollout = Rollout.from_samples(samples, engine.tokenizer.pad_token_id, n=4)
+
+    def learner() -> PolicyLearner:
+        spec = LearnerSpec(model_path=tiny_path, deepspeed=DeepSpeedSettings(), device="cpu", lr=1e-3,
+                           micro_batch_size=4, grad_accum_steps=2)
+        rank = PolicyLearner(spec, rank=0, world_size=1, backend="gloo")
+        rank.setup("127.0.0.1", free_port())
+        return rank
+
+    in_hand, pending = learner(), learner()
+    mask = rollout.tokens.response_mask.float()
+    batch = Batch(rollout.tokens, mask, in_hand.logprobs(rollout.tokens, 1.0),
+                  torch.tensor([1.0, -1.0] * 4).unsqueeze(1) * mask)
+    reference = batch.old_logprobs - 0.3 * mask
+    settings, counts = PolicyLossSettings(kl_in_loss=True), (batch.token_count, batch.sequence_count)
+    expected = merge_rank_stats([in_hand.train_minibatch(batch, settings, 0.5, *counts, ref_logprobs=reference)])
+    got = merge_rank_stats([pending.train_minibatch(batch, settings, 0.5, *counts,
+                                                    ref_logprobs=[ray.put(reference)])])
+    assert expected["kl_loss"] > 0 and got == pytest.approx(expected)
+    assert all(torch.equal(v, pending.weights()[k]) for k, v in in_hand.weights().items())

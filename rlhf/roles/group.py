@@ -201,13 +201,14 @@ def train_minibatch(roles: Roles, mini: Batch, loss: PolicyLossSettings, kl_coef
     one) on ``mini``, split evenly over the ranks; returns each one's merged statistics (None if it did
     not train), the policy's with ``logprob_gap`` when asked (:meth:`PolicyLearner.train_minibatch`).
     ``reference``: each rank shard's reference log-probs as object refs (:class:`ReferenceShards`), in place
-    of ``mini.ref_logprobs``; a rank starts once its shard's pass is done. Every shard's loss is normalised
-    by the WHOLE mini-batch's token and sequence counts."""
+    of ``mini.ref_logprobs``; a rank runs its first forward pass while its shard's reference pass may still
+    be running, and waits for it before the loss. Every shard's loss is normalised by the WHOLE mini-batch's
+    token and sequence counts."""
     import ray
 
     shards = [mini.select(r) for r in rows(len(mini), len(roles.policy))]
     counts = (mini.token_count, mini.sequence_count)
-    references = reference or [None] * len(shards)
+    references = [[ref] for ref in reference] if reference else [None] * len(shards)  # in a list: unresolved
     policy_refs = [p.train_minibatch.remote(s, loss, kl_coef, *counts, logprob_gap, ref)
                    for p, s, ref in zip(roles.policy, shards, references)] if train_policy else []
     critic_refs = [c.train_minibatch.remote(s, value_clip, loss.aggregation, *counts)

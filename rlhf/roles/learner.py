@@ -179,26 +179,37 @@ class PolicyLearner(_Rank):
     @busy("policy_train")
     def train_minibatch(self, batch: Batch, loss: PolicyLossSettings, kl_coef: float, global_tokens: int,
                         global_sequences: int, logprob_gap: bool = False,
-                        ref_logprobs: torch.Tensor | None = None) -> RankStats:
+                        ref_logprobs: torch.Tensor | list | None = None) -> RankStats:
         """One optimizer step on this rank's share of a mini-batch (``grad_accum_steps`` micro-batches).
 
         ``logprob_gap``: also report ``logprob_gap``, the mean absolute difference per token between the
         policy's log-probs before this step and ``batch.old_logprobs`` (the engine's, when they stand in for
         the behaviour log-probs: on a step's first mini-batch, the policy is still the one that sampled).
-        ``ref_logprobs``: the shard's reference log-probs, when they come apart from ``batch``."""
-        if ref_logprobs is not None:
+        ``ref_logprobs``: the shard's reference log-probs when they come apart from ``batch``: a tensor, or a
+        list holding the Ray object ref of a reference pass still running (Ray hands refs inside a list over
+        unresolved), which is waited for only after the first micro-batch's forward pass."""
+        pending = ref_logprobs if isinstance(ref_logprobs, list) else None
+        if ref_logprobs is not None and pending is None:
             batch = replace(batch, ref_logprobs=ref_logprobs)
         counts = _global_counts(loss.aggregation, global_tokens, global_sequences)
         device = self.engine.device
         stats = RankStats(tokens=batch.token_count)
-        for micro in batch.micro_batches(self.spec.micro_batch_size):
+        size = self.spec.micro_batch_size
+        references: list[torch.Tensor | None] | None = None  # per micro-batch, once a pending pass is in
+        for index, micro in enumerate(batch.micro_batches(size)):
             mask = micro.loss_mask.to(device)
             logp, logits = response_logprobs(self.engine, micro.tokens.input_ids.to(device),
                                              micro.tokens.attention_mask.to(device), micro.tokens.prompt_width,
                                              loss.temperature, return_logits=True)
+            if pending is not None and references is None:
+                import ray
+
+                whole = replace(batch, ref_logprobs=ray.get(pending[0]))
+                references = [m.ref_logprobs for m in whole.micro_batches(size)]
+            reference = micro.ref_logprobs if references is None else references[index]
             total, terms = ppo_objective(
                 logp, logits, micro.old_logprobs.to(device), micro.advantages.to(device), mask, loss, kl_coef,
-                ref_logp=_to(micro.ref_logprobs, device) if loss.kl_in_loss else None,
+                ref_logp=_to(reference, device) if loss.kl_in_loss else None,
                 is_weights=_to(micro.is_weights, device), **counts)
             stats.add_loss("policy_loss", terms.policy_loss)
             if terms.kl_loss is not None:

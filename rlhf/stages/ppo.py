@@ -26,8 +26,9 @@ Implementation details, in the order a run meets them:
    ``algorithm.behaviour_logprobs`` takes the engine's own (by default, with the transformers engine in float32
    and synchronous rollout, where the two agree within 1e-4); then the learner measures ``rollout/logprob_gap``
    on the step's first mini-batch, before its update. With the KL in the loss only the learners need the
-   reference log-probs: their passes go mini-batch by mini-batch in training order, and each update waits for
-   its own (:func:`rlhf.roles.group.start_reference`), so the reference works while the policy trains.
+   reference log-probs: their passes go mini-batch by mini-batch in training order, and each update runs its
+   forward pass beside its own and waits for it before the loss (:func:`rlhf.roles.group.start_reference`),
+   so the reference works while the policy trains.
 5. Rewards are normalised with the RM's stored mean/std, then clipped (:func:`rlhf.rl.normalise_rewards`).
 6. Replies cut by ``rollout.max_new_tokens`` get a penalty or leave the loss (:func:`rlhf.rl.apply_truncation`).
 7. The per-token KL to the reference is estimated on the behaviour log-probs (:func:`rlhf.rl.kl_estimate`).
