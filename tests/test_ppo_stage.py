@@ -66,7 +66,8 @@ def test_config_refuses_contradictions(overrides, message):
 @pytest.mark.parametrize("overrides, engine", [
     ([], True), (["algorithm.rollout_correction=tis"], False), (["model.dtype=bfloat16"], False),
     (["rollout.asynchronous=true", "algorithm.rollout_correction=tis"], False),
-    (["algorithm.behaviour_logprobs=learner"], False), (["algorithm.behaviour_logprobs=rollout", "model.dtype=bfloat16"], True),
+    (["algorithm.behaviour_logprobs=learner"], False),
+    (["algorithm.behaviour_logprobs=rollout", "model.dtype=bfloat16"], True),
 ], ids=["default", "tis", "bf16", "asynchronous", "learner", "rollout"])
 def test_the_engine_gives_the_behaviour_log_probs_where_they_match_the_learners(overrides, engine):
     assert _load(*overrides).behaviour_from_rollout is engine

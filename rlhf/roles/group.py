@@ -45,9 +45,9 @@ from rlhf.rollout.types import RolloutSample, SamplingParams
 from rlhf.rollout.weight_transfer import TensorSpec
 from rlhf.trainers.deepspeed_engine import LearnerSpec
 
-__all__ = ["PendingRollout", "ReferenceShards", "RoleSpecs", "busy_seconds", "critic_source", "generate", "load_checkpoint", "placement",
-           "rows", "save_checkpoint", "split", "start_generation", "start_reference", "start_roles", "sync_rollout",
-           "train_minibatch"]
+__all__ = ["PendingRollout", "ReferenceShards", "RoleSpecs", "busy_seconds", "critic_source", "generate",
+           "load_checkpoint", "placement", "rows", "save_checkpoint", "split", "start_generation", "start_reference",
+           "start_roles", "sync_rollout", "train_minibatch"]
 
 
 @dataclass(frozen=True)

@@ -322,7 +322,8 @@ def _train(cfg: PPOConfig, run: StageRun, policy_path: str) -> Path:
             rewards, loss_mask = apply_truncation(rewards, ~rollout.finished, algo.truncation,
                                                   algo.truncation_penalty, mask)
             # with the KL in the loss, the advantages do not see it (it is measured after the updates)
-            kl = torch.zeros_like(mask) if kl_in_loss else kl_estimate(old_logprobs, ref_logprobs, kl_cfg.estimator) * mask
+            kl = (torch.zeros_like(mask) if kl_in_loss
+                  else kl_estimate(old_logprobs, ref_logprobs, kl_cfg.estimator) * mask)
             advantages, returns = compute_advantages(
                 algo.advantage, rewards, kl, kl_ctl.value, not kl_in_loss, mask, loss_mask, cfg.rollout.n, values,
                 algo.gamma, algo.lam, algo.whiten_advantages, algo.grpo_std_normalise)
@@ -349,7 +350,8 @@ def _train(cfg: PPOConfig, run: StageRun, policy_path: str) -> Path:
                     kl = kl_estimate(old_logprobs, batch.ref_logprobs, kl_cfg.estimator) * mask
             metrics["timing/training"] = time.perf_counter() - t0
             if not from_rollout:
-                metrics["rollout/logprob_gap"] = float(((rollout.logprobs - old_logprobs).abs() * mask).sum() / mask.sum())
+                gap = (rollout.logprobs - old_logprobs).abs() * mask
+                metrics["rollout/logprob_gap"] = float(gap.sum() / mask.sum())
             elif policy_rows:
                 metrics["rollout/logprob_gap"] = policy_rows[0].pop("logprob_gap")
 
