@@ -22,20 +22,23 @@ A step is one rollout batch of ``--batch`` samples (PPO: ``--batch`` prompts x 1
 replies: set to 1.0 here), then one epoch over it in ``--batch / --mini-batch`` optimizer steps of
 ``--mini-batch`` samples (no gradient accumulation); the learning rate is 1e-5 everywhere.
 
-* ours PPO: the rollout actor samples; the reward actor scores with the reward model while the reference
-  actor, the policy learner (behaviour log-probs, recomputed) and the critic compute their passes
-  concurrently; the controller computes KL-in-reward (k1, beta 0.05) GAE advantages; the policy and the
-  critic learners each take ``batch / mini_batch`` optimizer steps; the policy's weights go to the rollout
-  actor and a probe batch checks the sync.
+* ours PPO: the rollout actor samples (its sampled log-probs are the behaviour log-probs: the fp32
+  transformers engine, synchronous, ``algorithm.behaviour_logprobs: auto``); the reward actor scores with the
+  reward model while the reference actor and the critic compute their passes concurrently; the controller
+  computes KL-in-reward (k1, beta 0.05) GAE advantages; the policy and the critic learners each take
+  ``batch / mini_batch`` optimizer steps; the policy's weights go to the rollout actor and a probe batch
+  checks the sync (after the first, every tenth and the last step).
 * TRL PPOTrainer (1.12): one process; generation (its logits are the behaviour log-probs: no separate policy
   pass), reference, value and reward forwards, KL-in-reward (beta 0.05) GAE, then ``num_mini_batches =
   batch / mini_batch`` optimizer steps (``per_device_train_batch_size = batch``, so one micro-batch per
   mini-batch) of one optimizer over the joint policy + value model. No weight sync (one model).
 * ours GRPO: as ours PPO without critic, with the reward function, group-normalised advantages and the k3
-  KL in the loss (beta 0.04).
+  KL in the loss (beta 0.04): the reference passes go mini-batch by mini-batch, each beside the forward
+  pass of its update.
 * ours PPO async and ours GRPO async (with ``--asynchronous``): the same with ``rollout.asynchronous=true``
   and ``algorithm.rollout_correction=tis``: the rollout actor samples step t+1 while step t is scored and
-  trained, with the weights synced after step t-1 (one step stale; ``rollout/staleness`` 1).
+  trained, with the weights synced after step t-1 (one step stale; ``rollout/staleness`` 1); the policy
+  learner recomputes the behaviour log-probs, which TIS weighs against the engine's.
 * TRL GRPOTrainer: ``per_device_train_batch_size = mini_batch`` and ``steps_per_generation = batch /
   mini_batch``, so ``generation_batch_size = batch`` (GRPOConfig derives it as per-device batch x processes x
   steps_per_generation, and checks that ``num_generations = --n`` divides it): one generation of the batch,
