@@ -78,6 +78,21 @@ def _accepts_logits_to_keep(model) -> bool:
     return "logits_to_keep" in inspect.signature(model.forward).parameters
 
 
+class _ModelSteps:
+    """Decoding steps through the model's own forward over its ``DynamicCache`` (the interface of
+    :class:`rlhf.rollout.decode_step.KVDecoder`, for the architectures it does not cover)."""
+
+    def __init__(self, model, cache) -> None:
+        self.model, self.cache = model, cache
+
+    def select(self, rows: torch.Tensor) -> None:
+        self.cache.batch_select_indices(rows)
+
+    def step(self, tokens: torch.Tensor, positions: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        return self.model(input_ids=tokens[:, None], attention_mask=attention_mask, position_ids=positions[:, None],
+                          past_key_values=self.cache, use_cache=True).logits[:, -1]
+
+
 @torch.no_grad()
 def decode(model, tokenizer, ids: list[list[int]], params: SamplingParams,
            generator: torch.Generator | None) -> list[Decoded]:
@@ -94,27 +109,22 @@ def decode(model, tokenizer, ids: list[list[int]], params: SamplingParams,
     device = next(model.parameters()).device
     eos, pad = tokenizer.eos_token_id, tokenizer.pad_token_id
     rows, width = len(ids), max(len(seq) for seq in ids)
-    mask = torch.zeros((rows, width + params.max_new_tokens), dtype=torch.long)
-    for row, seq in enumerate(ids):
-        mask[row, width - len(seq):width] = 1
-    mask = mask.to(device)
-    position = mask[:, :width].sum(-1) - 1
     distinct = {tuple(seq): None for seq in ids}  # each prompt once, in first-seen order
     slot = {seq: i for i, seq in enumerate(distinct)}
+    of_row = torch.tensor([slot[tuple(seq)] for seq in ids], device=device)
     input_ids = torch.tensor([[pad] * (width - len(seq)) + list(seq) for seq in distinct], device=device)
     prompt_mask = torch.tensor([[0] * (width - len(seq)) + [1] * len(seq) for seq in distinct], device=device)
+    mask = torch.cat([prompt_mask[of_row], prompt_mask.new_zeros((rows, params.max_new_tokens))], dim=1)
+    position = mask[:, :width].sum(-1) - 1
     cache = DynamicCache(config=model.config)
     extra = {"logits_to_keep": 1} if _accepts_logits_to_keep(model) else {}
     logits = model(input_ids=input_ids, attention_mask=prompt_mask,
                    position_ids=(prompt_mask.cumsum(-1) - 1).clamp(min=0), past_key_values=cache, use_cache=True,
                    **extra).logits[:, -1]
     if len(distinct) < rows:  # copy each prompt's cache and last logits to its rows
-        of_row = torch.tensor([slot[tuple(seq)] for seq in ids], device=device)
         cache.batch_select_indices(of_row)
         logits = logits[of_row]
-    fast = KVDecoder(model, cache, width) if supports(model) else None
-    if fast:
-        cache = None  # the decoder holds the keys and values from here
+    steps = KVDecoder(model, cache, width) if supports(model) else _ModelSteps(model, cache)
 
     tokens: list[list[int]] = [[] for _ in range(rows)]
     logprobs: list[list[float]] = [[] for _ in range(rows)]
@@ -140,10 +150,7 @@ def decode(model, tokenizer, ids: list[list[int]], params: SamplingParams,
             break
         if len(running) - live >= max(1, COMPACT_SHARE * len(running)):
             keep = torch.tensor([i for i, alive in enumerate(running) if alive], device=device)
-            if fast:
-                fast.select(keep)
-            else:
-                cache.batch_select_indices(keep)
+            steps.select(keep)
             mask, picked, position = mask[keep], picked[keep], position[keep]
             batch_rows = [batch_rows[i] for i in keep.tolist()]
             running = [True] * live
@@ -151,9 +158,5 @@ def decode(model, tokenizer, ids: list[list[int]], params: SamplingParams,
             picked = torch.where(torch.tensor(running, device=device), picked, pad)
         position = position + 1
         mask[:, width + step] = 1
-        if fast:
-            logits = fast.step(picked, position, mask[:, :width + step + 1])
-        else:
-            logits = model(input_ids=picked[:, None], attention_mask=mask[:, :width + step + 1],
-                           position_ids=position[:, None], past_key_values=cache, use_cache=True).logits[:, -1]
+        logits = steps.step(picked, position, mask[:, :width + step + 1])
     return [Decoded(tokens[row], logprobs[row], finished[row]) for row in range(rows)]
